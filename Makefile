@@ -1,0 +1,34 @@
+# edgeport: `make demo` and `make test` work on a fresh clone; each sets up .venv by itself.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.edgeport-installed
+DEMO   := examples/demo
+
+.PHONY: setup demo test test-fast lint clean
+
+setup: $(STAMP)
+
+# Re-runs only when pyproject.toml changes (idempotent otherwise).
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	@touch $(STAMP)
+
+$(DEMO)/digits_cnn.keras $(DEMO)/digits_calib.npz: scripts/train_demo_model.py | $(STAMP)
+	$(PY) scripts/train_demo_model.py --out-dir $(DEMO)
+
+demo: setup $(DEMO)/digits_cnn.keras
+	$(VENV)/bin/edgeport export $(DEMO)/digits_cnn.keras --target all \
+		--calib $(DEMO)/digits_calib.npz:x -o $(DEMO)/out
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check exporter tests scripts benchmarks
+	$(VENV)/bin/ruff format --check exporter tests scripts benchmarks
+
+clean:
+	rm -rf $(DEMO)/out $(DEMO)/*.keras $(DEMO)/*.npz edgeport-out build dist *.egg-info

@@ -1,0 +1,79 @@
+"""How far the int8 model's outputs are from the float model's on the same inputs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class OutputFidelity:
+    """Agreement of one output tensor, float vs int8, over ``samples`` inputs."""
+
+    name: str
+    samples: int
+    top1_agreement: float | None  # fraction; None for non-classification outputs
+    mean_abs_error: float
+    max_abs_error: float
+    snr_db: float  # 10*log10(signal power / error power); inf when identical
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """Float vs int8 on the same inputs; ``inputs_from`` says which samples were used."""
+
+    inputs_from: str
+    outputs: list[OutputFidelity]
+
+    @property
+    def top1_agreement(self) -> float | None:
+        return self.outputs[0].top1_agreement if self.outputs else None
+
+    @property
+    def snr_db(self) -> float | None:
+        return self.outputs[0].snr_db if self.outputs else None
+
+    def to_dict(self) -> dict:
+        return {"inputs_from": self.inputs_from, "outputs": [_clean(asdict(o)) for o in self.outputs]}
+
+
+def _clean(d: dict) -> dict:
+    return {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in d.items()}
+
+
+def snr_db(reference: np.ndarray, actual: np.ndarray) -> float:
+    signal = float(np.mean(np.square(reference.astype(np.float64))))
+    noise = float(np.mean(np.square(reference.astype(np.float64) - actual.astype(np.float64))))
+    if noise == 0:
+        return math.inf
+    if signal == 0:
+        return -math.inf
+    return 10.0 * math.log10(signal / noise)
+
+
+def _is_classification(reference: np.ndarray) -> bool:
+    """A (N, classes) output with more than one class: top-1 agreement is meaningful."""
+    return reference.ndim == 2 and reference.shape[1] > 1
+
+
+def compare(reference: Sequence[np.ndarray], actual: Sequence[np.ndarray], names: Sequence[str], inputs_from: str) -> Fidelity:
+    outputs = []
+    for ref, act, name in zip(reference, actual, names, strict=True):
+        ref = ref.reshape(ref.shape[0], -1) if ref.ndim > 2 else ref
+        act = act.reshape(ref.shape)
+        err = np.abs(ref.astype(np.float64) - act.astype(np.float64))
+        agreement = float(np.mean(np.argmax(ref, 1) == np.argmax(act, 1))) if _is_classification(ref) else None
+        outputs.append(
+            OutputFidelity(
+                name=name,
+                samples=int(ref.shape[0]),
+                top1_agreement=agreement,
+                mean_abs_error=float(err.mean()),
+                max_abs_error=float(err.max()),
+                snr_db=snr_db(ref, act),
+            )
+        )
+    return Fidelity(inputs_from=inputs_from, outputs=outputs)

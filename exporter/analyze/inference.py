@@ -1,0 +1,71 @@
+"""Run a model on samples: the int8 .tflite through LiteRT, the float reference through Keras.
+
+Quantized I/O is handled here once, so every measurement compares real-valued outputs: inputs are
+quantized with the model's own scale and zero point, outputs dequantized the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ..load.model import SourceModel
+
+
+def _interpreter(model: bytes, threads: int = 1):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=model, num_threads=threads)
+    interp.allocate_tensors()
+    return interp
+
+
+def quantize(values: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
+    """Real values to the tensor's integer type, as firmware would (round half away, saturate)."""
+    if np.issubdtype(dtype, np.floating) or scale == 0:
+        return values.astype(dtype)
+    info = np.iinfo(dtype)
+    q = np.round(values / scale) + zero_point
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    if np.issubdtype(values.dtype, np.floating) or scale == 0:
+        return values.astype(np.float32)
+    return ((values.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+def run_tflite(model: bytes, inputs: Sequence[np.ndarray], *, threads: int = 1) -> list[np.ndarray]:
+    """Outputs (real-valued, stacked over samples) of a .tflite for float ``inputs[i]`` of shape (N, ...)."""
+    interp = _interpreter(model, threads)
+    in_details = interp.get_input_details()
+    out_details = interp.get_output_details()
+    n = int(inputs[0].shape[0])
+    outputs: list[list[np.ndarray]] = [[] for _ in out_details]
+    for i in range(n):
+        for detail, array in zip(in_details, inputs, strict=True):
+            scale, zp = detail["quantization"]
+            sample = array[i : i + 1].reshape(detail["shape"])
+            interp.set_tensor(detail["index"], quantize(sample, detail["dtype"], scale, zp))
+        interp.invoke()
+        for k, detail in enumerate(out_details):
+            scale, zp = detail["quantization"]
+            outputs[k].append(dequantize(interp.get_tensor(detail["index"]), scale, zp)[0])
+    return [np.stack(o) for o in outputs]
+
+
+def run_reference(source: SourceModel, inputs: Sequence[np.ndarray], float_tflite: bytes | None = None) -> list[np.ndarray]:
+    """Float outputs of the original model: Keras when we have it, else its float TFLite twin."""
+    if source.keras_model is not None:
+        result = source.keras_model.predict(list(inputs) if len(inputs) > 1 else inputs[0], batch_size=32, verbose=0)
+        if isinstance(result, dict):
+            result = list(result.values())
+        if not isinstance(result, (list, tuple)):
+            result = [result]
+        return [np.asarray(r, dtype=np.float32) for r in result]
+    if float_tflite is not None:
+        return run_tflite(float_tflite, inputs)
+    if source.tflite_bytes is not None:
+        raise ValueError("no float reference for a .tflite input")
+    raise ValueError("no float reference available")

@@ -1,0 +1,51 @@
+"""What the calibrate stage hands to the converter and the report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class CalibrationSet:
+    """Representative samples, validated against the model's inputs.
+
+    ``arrays[i]`` holds the samples for model input ``i``, shape ``(N, *input_shape[1:])``, float32,
+    already preprocessed exactly as the model expects them.
+    """
+
+    arrays: list[np.ndarray]
+    source: str  # what the user passed, e.g. "calib.npz:x" or "images/ (2 files)" or "synthetic"
+    kind: str  # "npy" | "npz" | "images" | "module" | "synthetic"
+    representative: bool  # False for --calib synthetic
+    indices: list[int]  # which samples of the source were selected (seeded subset)
+    available: int  # how many samples the source held
+    seed: int
+    value_ranges: list[tuple[float, float]]  # per input (min, max) over the selected samples
+    labels: np.ndarray | None = None  # when the source carries labels (eval later)
+    preprocessing: str = ""  # e.g. "resized to 96x96, scaled to 0..1"
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return int(self.arrays[0].shape[0]) if self.arrays else 0
+
+    def batches(self):
+        """Yield one batch-1 sample list per sample: the converter's representative_dataset."""
+        for i in range(self.count):
+            yield [a[i : i + 1].astype(np.float32) for a in self.arrays]
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "kind": self.kind,
+            "representative": self.representative,
+            "samples": self.count,
+            "available": self.available,
+            "seed": self.seed,
+            "indices": self.indices,
+            "value_ranges": [list(r) for r in self.value_ranges],
+            "preprocessing": self.preprocessing,
+            "warnings": list(self.warnings),
+        }

@@ -1,0 +1,73 @@
+"""The ``edgeport`` command: one module per subcommand over a documented library call.
+
+``main()`` is the only place that turns errors into exit codes: an :class:`EdgeportError` prints one
+line (``--debug`` adds the traceback); anything else is an internal error (exit 1) reported the same
+way. Nothing heavy is imported before a subcommand needs it, so ``--help`` and ``targets`` are instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import traceback
+
+from .. import __version__
+from ..errors import EXIT_INTERNAL, EXIT_USAGE, EdgeportError
+from . import export_cmd, targets_cmd
+
+_COMMANDS = (export_cmd, targets_cmd)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line with exit code 2, like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"edgeport: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="edgeport",
+        description="Export a trained Keras model to a verified full-int8 model for a device: "
+        "Android phones (LiteRT), the Coral Edge TPU, Arm Cortex-M (TFLite Micro, Ethos-U).",
+        epilog="Exit codes: 0 ok; 1 internal error; 2 usage or bad input; 3 does not fit or not supported "
+        "on the target; 4 conversion failed.",
+    )
+    parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and keep the converter's log")
+    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="library log level")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for command in _COMMANDS:
+        command.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    logging.basicConfig(level=args.log_level.upper(), format="edgeport: %(levelname)s: %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    try:
+        return int(args.run(args) or 0)
+    except EdgeportError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"edgeport: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgeport: interrupted; no output was written for unfinished targets.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: still one line, with how to get the details
+        if args.debug:
+            traceback.print_exc()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(
+            f"edgeport: internal error: {type(exc).__name__}: {first[:300]} (re-run with --debug and report it)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL

@@ -1,0 +1,240 @@
+"""Full-integer TFLite conversion, run in a child process.
+
+The parent prepares a static-shape SavedModel (batch 1, the Vela and Edge TPU want no dynamic batch),
+writes the calibration samples to a file, and runs :mod:`exporter.convert.worker`. A converter that
+raises becomes a :class:`ConversionError` naming the op and the Keras layer it came from; a converter
+that crashes (signal) becomes one naming the recurrent layers that cause it and the fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..calibrate.dataset import CalibrationSet
+from ..errors import ConversionError, InputModelError
+from ..load.model import SourceModel
+
+log = logging.getLogger(__name__)
+
+#: A generous ceiling: MobileNet-size models convert in seconds; a hung converter must not hang make.
+DEFAULT_TIMEOUT_S = 1800
+RECURRENT_LAYERS = ("LSTM", "GRU", "SimpleRNN", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D", "Bidirectional", "RNN")
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    """How one conversion quantizes; targets that share a config share one conversion."""
+
+    io_dtype: str = "int8"
+    per_channel: bool = True
+    per_tensor_dense: bool = False
+    int16_activations: bool = False
+
+    def describe(self) -> str:
+        parts = [f"full-integer int8, {self.io_dtype} I/O"]
+        parts.append("per-channel weights" if self.per_channel else "per-tensor weights")
+        if self.per_tensor_dense:
+            parts.append("per-tensor Dense")
+        if self.int16_activations:
+            parts.append("int16 activations (16x8)")
+        return ", ".join(parts)
+
+
+def prepare_saved_model(source: SourceModel, workdir: Path) -> tuple[Path, str]:
+    """A SavedModel with static batch-1 input shapes, and the converter mode that reads it.
+
+    Keras models are exported with an explicit input signature (``from_keras_model`` would leave a
+    dynamic batch). SavedModels TF can load are re-traced the same way; the TF 2.3-era ones it refuses
+    go to the compat.v1 converter, which takes the shapes as an argument.
+    """
+    if source.keras_model is not None:
+        return _export_keras(source, workdir / "static_savedmodel"), "v2"
+    if source.saved_model_dir is not None:
+        if source.loader.startswith("compat.v1"):
+            return source.saved_model_dir, "compat.v1"
+        return _retrace_saved_model(source, workdir / "static_savedmodel"), "v2"
+    raise InputModelError(f"{source.path} is already a .tflite model; it cannot be converted again.")
+
+
+def _export_keras(source: SourceModel, out: Path) -> Path:
+    import tensorflow as tf
+
+    signature = [tf.TensorSpec(spec.shape, tf.float32, name=_sig_name(spec.name, i)) for i, spec in enumerate(source.inputs)]
+    model = source.keras_model
+    try:
+        model.export(str(out), format="tf_saved_model", input_signature=signature, verbose=False)
+    except TypeError:
+        model.export(str(out), format="tf_saved_model", input_signature=signature)
+    except Exception as exc:
+        raise ConversionError(
+            f"Could not trace the Keras model with input shapes {[s.shape for s in source.inputs]}: {_first_line(exc)}.",
+            hint="Check --input-shape and that the model runs on a batch of 1.",
+        ) from exc
+    return out
+
+
+def _retrace_saved_model(source: SourceModel, out: Path) -> Path:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(source.saved_model_dir))
+    fn = loaded.signatures["serving_default"]
+    specs = [tf.TensorSpec(s.shape, tf.as_dtype(s.dtype), name=s.name) for s in source.inputs]
+
+    class Static(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = loaded
+
+        @tf.function(input_signature=specs)
+        def serve(self, *args):
+            return fn(**{s.name: a for s, a in zip(source.inputs, args, strict=True)})
+
+    module = Static()
+    tf.saved_model.save(module, str(out), signatures={"serving_default": module.serve})
+    return out
+
+
+def _sig_name(name: str, index: int) -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", name) or f"input_{index}"
+    return cleaned if not cleaned[0].isdigit() else f"input_{cleaned}"
+
+
+def write_calibration(calib: CalibrationSet, path: Path) -> Path:
+    np.savez(path, **{f"input_{i}": a.astype(np.float32) for i, a in enumerate(calib.arrays)})
+    return path
+
+
+def run_converter(
+    source: SourceModel,
+    saved_model_dir: Path,
+    mode: str,
+    workdir: Path,
+    *,
+    config: QuantizationConfig | None,
+    calib_path: Path | None,
+    tag: str,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> bytes:
+    """Convert in a child process; ``config=None`` gives a float model (the fidelity reference)."""
+    output = workdir / f"{tag}.tflite"
+    result_path = workdir / f"{tag}.result.json"
+    request = {
+        "mode": mode,
+        "saved_model_dir": str(saved_model_dir),
+        "input_shapes": {s.name: list(s.shape) for s in source.inputs},
+        "n_inputs": len(source.inputs),
+        "quantize": config is not None,
+        "calib_path": str(calib_path) if calib_path else None,
+        "output_path": str(output),
+        "result_path": str(result_path),
+    }
+    if config is not None:
+        request.update(
+            io_dtype=config.io_dtype,
+            per_channel=config.per_channel,
+            per_tensor_dense=config.per_tensor_dense,
+            int16_activations=config.int16_activations,
+        )
+    request_path = workdir / f"{tag}.request.json"
+    request_path.write_text(json.dumps(request))
+    log_path = workdir / f"{tag}.log"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    try:
+        with log_path.open("wb") as log_file:
+            proc = subprocess.run(
+                [sys.executable, "-m", "exporter.convert.worker", str(request_path)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                env=env,
+                timeout=timeout_s,
+                check=False,
+            )
+    except subprocess.TimeoutExpired as exc:
+        raise ConversionError(f"The TFLite converter did not finish within {timeout_s:.0f} s and was stopped.") from exc
+    if proc.returncode != 0 or not result_path.is_file():
+        raise _crash_error(source, proc.returncode, log_path)
+    result = json.loads(result_path.read_text())
+    if not result["ok"]:
+        raise _failure_error(source, result)
+    return output.read_bytes()
+
+
+def _crash_error(source: SourceModel, returncode: int, log_path: Path) -> ConversionError:
+    how = _signal_name(returncode)
+    recurrent = [name for name, cls in source.layers.items() if cls in RECURRENT_LAYERS]
+    if recurrent:
+        return ConversionError(
+            f"The TFLite converter crashed ({how}) while calibrating; layer '{recurrent[0]}' ({source.layers[recurrent[0]]})"
+            " is a recurrent layer that the converter cannot quantize unless it is unrolled.",
+            hint=f"Rebuild the model with {source.layers[recurrent[0]]}(..., unroll=True) and a fixed sequence length.",
+        )
+    tail = _log_tail(log_path)
+    return ConversionError(
+        f"The TFLite converter crashed ({how}).{(' Last output: ' + tail) if tail else ''}",
+        hint="Re-run with --debug to keep the converter log.",
+    )
+
+
+def _failure_error(source: SourceModel, result: dict) -> ConversionError:
+    text = result.get("error", "")
+    unsupported = re.findall(r"'(tf\.[A-Za-z0-9_]+)' op is neither a custom op nor a flex op", text)
+    layer = _layer_in_text(text, source.layers)
+    if unsupported:
+        where = f" (from Keras layer '{layer}')" if layer else ""
+        return ConversionError(
+            f"The model uses {', '.join(sorted(set(unsupported)))}{where}, which has no int8 TFLite builtin kernel;"
+            " edgeport never produces Flex (SELECT_TF_OPS) models.",
+            hint="Replace that layer with one made of standard ops (Conv, Dense, ReLU/ReLU6, pooling, Add, Concatenate).",
+        )
+    if "TensorListReserve" in text or "element_shape to be static" in text:
+        recurrent = [name for name, cls in source.layers.items() if cls in RECURRENT_LAYERS]
+        name = recurrent[0] if recurrent else "a recurrent layer"
+        return ConversionError(
+            f"The converter cannot lower {name} without unrolling it.",
+            hint="Rebuild it with unroll=True and a fixed sequence length.",
+        )
+    return ConversionError(f"The TFLite converter failed: {result.get('error_type', 'error')}: {_first_line(text)}.")
+
+
+def _layer_in_text(text: str, layers: dict[str, str]) -> str | None:
+    for name in sorted(layers, key=len, reverse=True):
+        if re.search(rf"/{re.escape(name)}(?:_\d+)?/", text):
+            return name
+    return None
+
+
+def _signal_name(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"signal {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit status {returncode}"
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    lines = [ln for ln in lines if not ln.startswith(("WARNING: All log messages", "W0000", "I0000"))]
+    return lines[-1][:200] if lines else ""
+
+
+def _first_line(exc: object) -> str:
+    text = str(exc).strip()
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            return line[:300].rstrip(".")
+    return type(exc).__name__

@@ -1,0 +1,70 @@
+"""How the tool runs, as opposed to what the device is (:mod:`exporter.profiles`).
+
+Vela draws the same line: the architecture describes the hardware, compiler options describe the
+tool's behaviour. An ``ExportOptions`` never changes what a target accepts, only how edgeport gets
+there and where it writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+from .profiles import IO_DTYPES
+
+INPUT_RANGES = ("0,1", "-1,1", "0,255")
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """Options of ``edgeport export`` / :func:`exporter.export`; defaults are the CLI's."""
+
+    output_dir: Path | None = None
+    calib: str | None = None
+    calib_samples: int = 200
+    seed: int = 0
+    input_shape: tuple[int, ...] | None = None
+    input_range: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    io_dtype: str | None = None
+    per_channel: bool | None = None
+    unsafe: bool = False
+    force: bool = False
+    keep_workdir: bool = False
+
+    def __post_init__(self) -> None:
+        if self.calib_samples < 1:
+            raise UsageError(f"--calib-samples must be at least 1; received {self.calib_samples}.")
+        if self.io_dtype is not None and self.io_dtype not in IO_DTYPES:
+            raise UsageError(f"--io-dtype must be one of {', '.join(IO_DTYPES)}; received {self.io_dtype!r}.")
+        if self.input_range is not None and self.input_range not in INPUT_RANGES:
+            raise UsageError(f"--input-range must be one of {', '.join(INPUT_RANGES)}; received {self.input_range!r}.")
+        if (self.mean is None) != (self.std is None):
+            raise UsageError("--mean and --std go together; pass both or neither.")
+        if self.std is not None and any(s == 0 for s in self.std):
+            raise UsageError(f"--std must not contain 0; received {list(self.std)}.")
+        if self.input_range is not None and self.mean is not None:
+            raise UsageError("Pass either --input-range or --mean/--std, not both.")
+        if self.input_shape is not None and any(d <= 0 for d in self.input_shape):
+            raise UsageError(f"--input-shape needs positive sizes; received {list(self.input_shape)}.")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``1,96,96,3`` or ``1x96x96x3`` -> (1, 96, 96, 3)."""
+    parts = [p for p in text.replace("x", ",").replace(" ", "").split(",") if p]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError as exc:
+        raise UsageError(f"--input-shape must be integers like 1,96,96,3; received {text!r}.") from exc
+    if not shape:
+        raise UsageError(f"--input-shape must be integers like 1,96,96,3; received {text!r}.")
+    return shape
+
+
+def parse_floats(text: str, flag: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(p) for p in text.split(",") if p.strip())
+    except ValueError as exc:
+        raise UsageError(f"{flag} must be numbers like 127.5 or 123.7,116.3,103.5; received {text!r}.") from exc

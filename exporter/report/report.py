@@ -1,0 +1,226 @@
+"""Reports are objects: counts, named reasons, ``to_dict()`` for machines and ``render_markdown()`` for people.
+
+Every number says how it was obtained (``measured`` on the host, ``estimate`` from the graph, or
+``device``), because a firmware engineer decides what to flash from these numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+#: Bumped when a key is renamed or removed (adding keys keeps the version). Documented in README.
+SCHEMA_VERSION = 1
+
+VERDICT_OK = "ok"
+VERDICT_NOT_SUPPORTED = "not supported"
+VERDICT_FORCED = "written with --force"
+
+
+@dataclass
+class Artifact:
+    """A file edgeport wrote (or kept because it was unchanged)."""
+
+    name: str
+    path: str
+    bytes: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "path": self.path, "bytes": self.bytes, "sha256": self.sha256}
+
+
+@dataclass
+class FitCheck:
+    """One memory budget: what the model needs against what the target allows."""
+
+    resource: str  # "flash" | "ram" | "param_cache"
+    needed_bytes: int
+    budget_bytes: int | None
+    method: str  # how needed_bytes was obtained
+
+    @property
+    def fits(self) -> bool:
+        return self.budget_bytes is None or self.needed_bytes <= self.budget_bytes
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "resource": self.resource,
+            "needed_bytes": self.needed_bytes,
+            "budget_bytes": self.budget_bytes,
+            "fits": self.fits,
+            "method": self.method,
+        }
+
+
+@dataclass
+class TargetReport:
+    """Everything edgeport knows about one model on one target."""
+
+    target: str
+    profile: dict[str, Any]
+    verdict: str
+    reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    conversion: dict[str, Any] = field(default_factory=dict)
+    verification: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    fit: list[FitCheck] = field(default_factory=list)
+    fidelity: dict[str, Any] | None = None
+    artifacts: list[Artifact] = field(default_factory=list)
+    output_dir: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict == VERDICT_OK
+
+    @property
+    def model_bytes(self) -> int | None:
+        return self.memory.get("model_bytes")
+
+    def to_dict(self, common: dict[str, Any] | None = None) -> dict[str, Any]:
+        data: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        data.update(common or {})
+        data.update(
+            {
+                "target": self.target,
+                "verdict": self.verdict,
+                "reasons": self.reasons,
+                "warnings": self.warnings,
+                "conversion": self.conversion,
+                "verification": self.verification,
+                "memory": self.memory,
+                "fit": [f.to_dict() for f in self.fit],
+                "fidelity": self.fidelity,
+                "artifacts": [a.to_dict() for a in self.artifacts],
+                "profile": self.profile,
+            }
+        )
+        data.update(self.extra)
+        return data
+
+    def to_json(self, common: dict[str, Any] | None = None) -> str:
+        return json.dumps(self.to_dict(common), indent=2, sort_keys=False, default=_json_default) + "\n"
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def human_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / (1024 * 1024):.2f} MiB"
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def render_markdown(report: TargetReport, common: dict[str, Any]) -> str:
+    """report.md: the same facts as report.json, for a person reading a build folder."""
+    lines = [f"# edgeport report: {common['model']['name']} -> {report.target}", ""]
+    title = report.profile.get("title", report.target)
+    lines.append(f"**Verdict: {report.verdict}** on {title}.")
+    lines.extend(f"- {r}" for r in report.reasons)
+    lines.append("")
+    m = common["model"]
+    lines += ["## Model", "", f"- source: `{m['path']}` ({m['format']}, loaded with {m['loader']})"]
+    for spec in m["inputs"]:
+        lines.append(f"- input `{spec['name']}`: {spec['shape']} {spec['dtype']}")
+    for note in m.get("notes", []):
+        lines.append(f"- note: {note}")
+    cal = common.get("calibration")
+    if cal:
+        rep = "" if cal["representative"] else " — **synthetic, not representative**"
+        lines += [
+            "",
+            "## Calibration",
+            "",
+            f"- {cal['samples']} of {cal['available']} samples from `{cal['source']}` (seed {cal['seed']}){rep}",
+        ]
+        if cal.get("preprocessing"):
+            lines.append(f"- preprocessing: {cal['preprocessing']}")
+        for i, (lo, hi) in enumerate(cal["value_ranges"]):
+            lines.append(f"- input {i} value range: {lo:.4g} .. {hi:.4g}")
+    conv = report.conversion
+    if conv:
+        lines += ["", "## Conversion", "", f"- {conv.get('scheme', '')}"]
+        if "seconds" in conv:
+            lines.append(f"- converter: {conv.get('converter', '')}, {conv['seconds']:.1f} s (measured)")
+    ver = report.verification
+    if ver:
+        lines += ["", "## Ops on this target", "", "| op | count | supported |", "|---|---:|---|"]
+        for op, info in sorted(ver.get("ops", {}).items()):
+            lines.append(f"| {op} | {info['count']} | {'yes' if info['supported'] else '**no**'} |")
+        lines += ["", f"- fully integer: {'yes' if ver.get('fully_integer') else '**no**'}"]
+        for io in ver.get("io", []):
+            q = ""
+            if io.get("scale"):
+                q = f", scale {io['scale'][0]:.6g}, zero point {io['zero_point'][0]}"
+            lines.append(f"- {io.get('kind', 'tensor')} `{io['name']}`: {io['shape']} {io['dtype']}{q}")
+        findings = ver.get("findings", [])
+        if findings:
+            lines += ["", "### Findings", ""]
+            lines += [f"- **{f['severity']}** `{f['code']}`: {f['message']}" for f in findings]
+    if report.memory or report.fit:
+        lines += ["", "## Memory", "", "| resource | needed | budget | fits | how |", "|---|---:|---:|---|---|"]
+        for f in report.fit:
+            lines.append(
+                f"| {f.resource} | {human_bytes(f.needed_bytes)} | {human_bytes(f.budget_bytes)} | "
+                f"{'yes' if f.fits else '**no**'} | {f.method} |"
+            )
+    if report.fidelity:
+        fid = report.fidelity
+        lines += ["", "## Fidelity (float vs int8)", "", f"- inputs: {fid['inputs_from']}", ""]
+        lines += ["| output | samples | top-1 agreement | mean abs err | max abs err | SNR dB |", "|---|---:|---:|---:|---:|---:|"]
+        for o in fid["outputs"]:
+            snr = "inf" if o["snr_db"] is None else f"{o['snr_db']:.1f}"
+            lines.append(
+                f"| {o['name']} | {o['samples']} | {_pct(o['top1_agreement'])} | {o['mean_abs_error']:.4g} | {o['max_abs_error']:.4g} | {snr} |"
+            )
+    if report.warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
+    if report.artifacts:
+        lines += ["", "## Files", ""] + [f"- `{a.name}` ({human_bytes(a.bytes)}, sha256 {a.sha256[:16]}…)" for a in report.artifacts]
+    lines += ["", f"_edgeport {common['edgeport_version']}; report schema {SCHEMA_VERSION}._", ""]
+    return "\n".join(lines)
+
+
+def render_summary(reports: list[TargetReport]) -> str:
+    """The table printed after an export: one row per target."""
+    header = ("target", "size", "ops supported", "fully int8", "RAM (est.)", "flash (est.)", "verdict")
+    rows = []
+    for r in reports:
+        ver = r.verification or {}
+        ops = ver.get("ops", {})
+        supported = sum(1 for o in ops.values() if o["supported"])
+        fit = {f.resource: f for f in r.fit}
+        ram = fit.get("ram")
+        flash = fit.get("flash")
+        rows.append(
+            (
+                r.target,
+                human_bytes(r.model_bytes),
+                f"{supported}/{len(ops)}" if ops else "-",
+                "yes" if ver.get("fully_integer") else "no",
+                human_bytes(ram.needed_bytes) if ram else "-",
+                human_bytes(flash.needed_bytes) if flash else "-",
+                r.verdict,
+            )
+        )
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
+    out += [fmt.format(*row) for row in rows]
+    return "\n".join(out)
