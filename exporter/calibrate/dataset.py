@@ -26,6 +26,11 @@ class CalibrationSet:
     labels: np.ndarray | None = None  # when the source carries labels (eval later)
     preprocessing: str = ""  # e.g. "resized to 96x96, scaled to 0..1"
     warnings: list[str] = field(default_factory=list)
+    classes: list[str] | None = None  # class names for labels from class sub-folders / labels.txt names
+    #: Per input, the value range the preprocessing guarantees (image pixels 0..255 mapped through the
+    #: scaling), or None when only the observed values are known. The converter pins the input
+    #: quantization to it, so firmware can quantize pixels exactly (0..1 -> scale 1/255, zero point -128).
+    declared_ranges: list[tuple[float, float]] | None = None
 
     @property
     def count(self) -> int:
@@ -48,4 +53,7 @@ class CalibrationSet:
             "value_ranges": [list(r) for r in self.value_ranges],
             "preprocessing": self.preprocessing,
             "warnings": list(self.warnings),
+            "declared_ranges": [list(r) for r in self.declared_ranges] if self.declared_ranges else None,
+            "labels": self.labels is not None,
+            **({"classes": list(self.classes)} if self.classes else {}),
         }
