@@ -91,12 +91,12 @@ def export(
 
     if not model_path.exists():
         raise InputModelError(f"Model file {model_path} does not exist.", hint="Check the path.")
+    out_dirs = _plan_outputs(model_path, profiles, opts)
     if model_path.suffix.lower() != ".tflite":
         progress.step("load", "importing TensorFlow")
         import_tensorflow_quietly(verbose=logging.getLogger().isEnabledFor(logging.DEBUG))
     progress.step("load", f"loading {model_path.name}")
     source = load_model(model_path, input_shape=opts.input_shape, unsafe=opts.unsafe)
-    out_dirs = _plan_outputs(source, profiles, opts)
 
     progress.step("calibrate", "reading calibration data")
     calibration = None if source.is_tflite else _calibrate(source, opts)
@@ -134,16 +134,16 @@ def _options(options: ExportOptions | None, calib: str | None, overrides: dict[s
     return ExportOptions(**fields)
 
 
-def _plan_outputs(source: SourceModel, profiles: list[TargetProfile], opts: ExportOptions) -> dict[str, Path]:
+def _plan_outputs(model_path: Path, profiles: list[TargetProfile], opts: ExportOptions) -> dict[str, Path]:
     """Where each target's files go; refuses to write over the input before any work is done."""
     if opts.output_dir is None:
-        root = Path("edgeport-out") / source.name
+        root = Path("edgeport-out") / (model_path.name if model_path.is_dir() else model_path.stem)
         dirs = {p.name: root / p.name for p in profiles}
     elif len(profiles) == 1:
         dirs = {profiles[0].name: opts.output_dir}
     else:
         dirs = {p.name: opts.output_dir / p.name for p in profiles}
-    source_path = source.path.resolve()
+    source_path = model_path.resolve()
     for directory in dirs.values():
         for name in (MODEL_FILE, "report.json", "report.md"):
             if (directory / name).resolve() == source_path:
@@ -210,6 +210,7 @@ def _convert_all(
     progress: Progress,
 ) -> tuple[dict[Any, bytes], dict[Any, dict[str, Any]], bytes | None]:
     """One conversion per distinct quantization config; a .tflite input is taken as it is."""
+    from .convert.input_range import pin_input_range
     from .convert.tflite import prepare_saved_model, run_converter, write_calibration
 
     if source.is_tflite:
@@ -226,7 +227,13 @@ def _convert_all(
         models[config] = run_converter(
             source, saved_model, mode, work, config=config, calib_path=calib_path, tag=f"int8_{i}"
         )
+        pins = []
+        for index, declared in enumerate(calibration.declared_ranges or []):
+            if declared is not None:
+                models[config], pin = pin_input_range(models[config], index, declared)
+                pins.append(pin.detail)
         conversions[config] = {
+            "input_quantization": pins,
             "scheme": config.describe(),
             "io_dtype": config.io_dtype,
             "per_channel": config.per_channel,

@@ -156,6 +156,7 @@ def render_markdown(report: TargetReport, common: dict[str, Any]) -> str:
     conv = report.conversion
     if conv:
         lines += ["", "## Conversion", "", f"- {conv.get('scheme', '')}"]
+        lines.extend(f"- {pin}" for pin in conv.get("input_quantization", []))
         if "seconds" in conv:
             lines.append(f"- converter: {conv.get('converter', '')}, {conv['seconds']:.1f} s (measured)")
     ver = report.verification
