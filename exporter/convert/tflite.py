@@ -131,7 +131,7 @@ def run_converter(
     request = {
         "mode": mode,
         "saved_model_dir": str(saved_model_dir),
-        "input_shapes": {s.name: list(s.shape) for s in source.inputs},
+        "input_shapes": {(s.tensor_name or s.name): list(s.shape) for s in source.inputs},
         "n_inputs": len(source.inputs),
         "quantize": config is not None,
         "calib_path": str(calib_path) if calib_path else None,
