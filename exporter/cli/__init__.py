@@ -46,7 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors: already printed by argparse
+        return int(exc.code or 0)
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE

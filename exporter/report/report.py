@@ -7,6 +7,8 @@ Every number says how it was obtained (``measured`` on the host, ``estimate`` fr
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,7 +104,31 @@ class TargetReport:
         return data
 
     def to_json(self, common: dict[str, Any] | None = None) -> str:
-        return json.dumps(self.to_dict(common), indent=2, sort_keys=False, default=_json_default) + "\n"
+        return dumps(self.to_dict(common))
+
+
+_SCALAR_LIST = re.compile(r"\[(?:\s*(?:-?[0-9.eE+-]+|true|false|null|\"[^\"\n]*\"),?)+\s*\]")
+
+
+def dumps(data: Any) -> str:
+    """Indented JSON with lists of scalars kept on one line (shapes, indices), stable across runs.
+
+    Non-finite floats become null: JSON has no NaN, and a report must always be written.
+    """
+    text = json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False)
+    return _SCALAR_LIST.sub(lambda m: json.dumps(json.loads(m.group(0))), text) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    if hasattr(value, "to_dict"):
+        return _finite(value.to_dict())
+    return value
 
 
 def _json_default(value: Any) -> Any:
