@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from cli_helpers import files_under, run_cli
 
 pytestmark = pytest.mark.filterwarnings("ignore")

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import files_under, run_cli
 
 import exporter
-from cli_helpers import files_under, run_cli
 from exporter.errors import ConversionError
 from exporter.verify.graph import TFLiteGraph
 

@@ -7,8 +7,8 @@ import shutil
 
 import numpy as np
 import pytest
-
 from cli_helpers import run_cli
+
 from exporter.verify.graph import TFLiteGraph
 
 VWW_REFERENCE_BYTES = 333_288
