@@ -24,6 +24,9 @@ class ExportOptions:
     calib: str | None = None
     calib_samples: int = 200
     seed: int = 0
+    eval: str | None = None
+    eval_samples: int = 1000
+    allow_overlap: bool = False
     input_shape: tuple[int, ...] | None = None
     input_range: str | None = None
     mean: tuple[float, ...] | None = None
@@ -37,6 +40,8 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if self.calib_samples < 1:
             raise UsageError(f"--calib-samples must be at least 1; received {self.calib_samples}.")
+        if self.eval_samples < 1:
+            raise UsageError(f"--eval-samples must be at least 1; received {self.eval_samples}.")
         if self.io_dtype is not None and self.io_dtype not in IO_DTYPES:
             raise UsageError(f"--io-dtype must be one of {', '.join(IO_DTYPES)}; received {self.io_dtype!r}.")
         if self.input_range is not None and self.input_range not in INPUT_RANGES:

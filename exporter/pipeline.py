@@ -100,16 +100,18 @@ def export(
 
     progress.step("calibrate", "reading calibration data")
     calibration = None if source.is_tflite else _calibrate(source, opts)
+    evaluation = _evaluation(source, opts, calibration)
 
     with scratch_dir() as work:
         models, conversions, float_model = _convert_all(source, profiles, calibration, opts, work, progress)
         progress.step("verify", "checking ops, dtypes and memory per target")
-        reference = _reference_outputs(source, calibration, float_model)
+        checked = _fidelity_inputs(calibration, evaluation)
+        reference = _reference_outputs(source, checked, float_model)
         reports = [
-            _analyze_target(source, profile, models[_config_for(profile, opts, source)], conversions, calibration, reference, opts)
+            _analyze_target(source, profile, models[_config_for(profile, opts, source)], conversions, checked, reference, opts)
             for profile in profiles
         ]
-        common = _common(source, calibration)
+        common = _common(source, calibration, evaluation)
         progress.step("write", "writing outputs")
         for report, profile in zip(reports, profiles, strict=True):
             _write_target(report, models[_config_for(profile, opts, source)], out_dirs[profile.name], common, opts)
@@ -193,6 +195,68 @@ def _calibrate(source: SourceModel, opts: ExportOptions) -> CalibrationSet:
     )
 
 
+def _evaluation(source: SourceModel, opts: ExportOptions, calibration: CalibrationSet | None) -> CalibrationSet | None:
+    """Held-out samples for the fidelity report, disjoint from calibration unless allowed otherwise.
+
+    When ``--eval`` and ``--calib`` name the same file or folder, the calibration samples are excluded
+    from the evaluation subset by index, so accuracy is never measured on the data that set the ranges.
+    """
+    if opts.eval is None:
+        return None
+    from .calibrate import load_calibration
+
+    exclude = None
+    if calibration is not None and not opts.allow_overlap and _same_source(opts.eval, opts.calib):
+        exclude = list(calibration.indices)
+    evaluation = load_calibration(
+        opts.eval,
+        source.inputs,
+        samples=opts.eval_samples,
+        seed=opts.seed + 1,
+        input_range=opts.input_range,
+        mean=list(opts.mean) if opts.mean else None,
+        std=list(opts.std) if opts.std else None,
+        exclude=exclude,
+    )
+    evaluation.role = "evaluation"
+    if exclude is not None:
+        evaluation.preprocessing = (evaluation.preprocessing + "; " if evaluation.preprocessing else "") + (
+            f"disjoint from the {len(exclude)} calibration samples (same source, their indices excluded)"
+        )
+    elif opts.allow_overlap:
+        evaluation.preprocessing = (evaluation.preprocessing + "; " if evaluation.preprocessing else "") + (
+            "may overlap the calibration samples (--allow-overlap)"
+        )
+    else:
+        evaluation.preprocessing = (evaluation.preprocessing + "; " if evaluation.preprocessing else "") + (
+            "from a different source than the calibration data"
+        )
+    return evaluation
+
+
+def _same_source(a: str | None, b: str | None) -> bool:
+    """Do two data specs read the same file or folder (``x.npz:x`` and ``x.npz:x,y`` do)?"""
+    if not a or not b or "synthetic" in (a, b):
+        return False
+
+    def base(spec: str) -> Path:
+        path = Path(spec).expanduser()
+        if not path.exists() and ":" in spec:
+            path = Path(spec.rsplit(":", 1)[0]).expanduser()
+        return path.resolve()
+
+    return base(a) == base(b)
+
+
+def _fidelity_inputs(calibration: CalibrationSet | None, evaluation: CalibrationSet | None) -> CalibrationSet | None:
+    """What float and int8 are compared on: the evaluation set when given, else the calibration samples."""
+    if evaluation is not None:
+        return evaluation
+    if calibration is None:
+        return None
+    return calibration
+
+
 def _config_for(profile: TargetProfile, opts: ExportOptions, source: SourceModel) -> QuantizationConfig | str:
     if source.is_tflite:
         return "given"
@@ -247,13 +311,18 @@ def _convert_all(
     return models, conversions, float_model
 
 
-def _reference_outputs(source: SourceModel, calibration: CalibrationSet | None, float_model: bytes | None):
-    if calibration is None:
+def _reference_outputs(source: SourceModel, checked: CalibrationSet | None, float_model: bytes | None):
+    if checked is None:
         return None
     from .analyze.inference import run_reference
 
-    inputs = [a[:FIDELITY_MAX_SAMPLES] for a in calibration.arrays]
-    return run_reference(source, inputs, float_model)
+    return run_reference(source, _limit(checked), float_model)
+
+
+def _limit(samples: CalibrationSet) -> list:
+    """The inputs fidelity runs on: all evaluation samples, or the first calibration ones."""
+    limit = None if samples.role == "evaluation" else FIDELITY_MAX_SAMPLES
+    return [a[:limit] for a in samples.arrays]
 
 
 def _analyze_target(
@@ -322,21 +391,24 @@ def _fit_checks(profile: TargetProfile, memory: Any) -> list[FitCheck]:
     return checks
 
 
-def _fidelity(model: bytes, reference: list, calibration: CalibrationSet, source: SourceModel) -> dict[str, Any]:
+def _fidelity(model: bytes, reference: list, checked: CalibrationSet, source: SourceModel) -> dict[str, Any]:
     from .analyze.fidelity import compare
     from .analyze.inference import run_tflite
 
-    inputs = [a[:FIDELITY_MAX_SAMPLES] for a in calibration.arrays]
+    inputs = _limit(checked)
+    count = inputs[0].shape[0]
     actual = run_tflite(model, inputs)
     names = [o.name for o in source.outputs] or [f"output_{i}" for i in range(len(actual))]
-    how = (
-        f"the first {inputs[0].shape[0]} calibration samples (not held out); float = "
-        f"{'Keras' if source.keras_model is not None else 'float TFLite'}, int8 = LiteRT on the host"
-    )
-    return compare(reference, actual, names[: len(actual)], how).to_dict()
+    if checked.role == "evaluation":
+        what = f"{count} evaluation samples from {checked.source} ({checked.preprocessing})"
+    else:
+        what = f"the first {count} calibration samples (not held out; pass --eval for held-out accuracy)"
+    how = f"{what}; float = {'Keras' if source.keras_model is not None else 'float TFLite'}, int8 = LiteRT on the host"
+    labels = checked.labels[:count] if checked.labels is not None else None
+    return compare(reference, actual, names[: len(actual)], how, labels=labels).to_dict()
 
 
-def _common(source: SourceModel, calibration: CalibrationSet | None) -> dict[str, Any]:
+def _common(source: SourceModel, calibration: CalibrationSet | None, evaluation: CalibrationSet | None = None) -> dict[str, Any]:
     return {
         "edgeport_version": __version__,
         "model": {
@@ -349,6 +421,7 @@ def _common(source: SourceModel, calibration: CalibrationSet | None) -> dict[str
             "notes": list(source.notes),
         },
         "calibration": calibration.to_dict() if calibration is not None else None,
+        "evaluation": evaluation.to_dict() if evaluation is not None else None,
     }
 
 

@@ -19,6 +19,15 @@ class OutputFidelity:
     mean_abs_error: float
     max_abs_error: float
     snr_db: float  # 10*log10(signal power / error power); inf when identical
+    float_accuracy: float | None = None  # fraction of labelled samples the float model gets right
+    int8_accuracy: float | None = None
+
+    @property
+    def accuracy_drop_pp(self) -> float | None:
+        """Float minus int8 accuracy in percentage points (positive: int8 is worse)."""
+        if self.float_accuracy is None or self.int8_accuracy is None:
+            return None
+        return 100.0 * (self.float_accuracy - self.int8_accuracy)
 
 
 @dataclass(frozen=True)
@@ -36,8 +45,13 @@ class Fidelity:
     def snr_db(self) -> float | None:
         return self.outputs[0].snr_db if self.outputs else None
 
+    @property
+    def accuracy_drop_pp(self) -> float | None:
+        return self.outputs[0].accuracy_drop_pp if self.outputs else None
+
     def to_dict(self) -> dict:
-        return {"inputs_from": self.inputs_from, "outputs": [_clean(asdict(o)) for o in self.outputs]}
+        outputs = [dict(_clean(asdict(o)), accuracy_drop_pp=o.accuracy_drop_pp) for o in self.outputs]
+        return {"inputs_from": self.inputs_from, "outputs": outputs}
 
 
 def _clean(d: dict) -> dict:
@@ -59,13 +73,28 @@ def _is_classification(reference: np.ndarray) -> bool:
     return reference.ndim == 2 and reference.shape[1] > 1
 
 
-def compare(reference: Sequence[np.ndarray], actual: Sequence[np.ndarray], names: Sequence[str], inputs_from: str) -> Fidelity:
+def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of (N, classes) scores; a single sigmoid unit counts > 0.5 as class 1."""
+    scores = outputs.reshape(outputs.shape[0], -1)
+    predicted = (scores[:, 0] > 0.5).astype(np.int64) if scores.shape[1] == 1 else np.argmax(scores, 1)
+    return float(np.mean(predicted == np.asarray(labels).reshape(-1).astype(np.int64)))
+
+
+def compare(
+    reference: Sequence[np.ndarray],
+    actual: Sequence[np.ndarray],
+    names: Sequence[str],
+    inputs_from: str,
+    labels: np.ndarray | None = None,
+) -> Fidelity:
+    """Float vs int8 per output; with ``labels``, also each model's accuracy on the first output."""
     outputs = []
-    for ref, act, name in zip(reference, actual, names, strict=True):
+    for position, (ref, act, name) in enumerate(zip(reference, actual, names, strict=True)):
         ref = ref.reshape(ref.shape[0], -1) if ref.ndim > 2 else ref
         act = act.reshape(ref.shape)
         err = np.abs(ref.astype(np.float64) - act.astype(np.float64))
         agreement = float(np.mean(np.argmax(ref, 1) == np.argmax(act, 1))) if _is_classification(ref) else None
+        labelled = labels is not None and position == 0 and len(labels) == ref.shape[0]
         outputs.append(
             OutputFidelity(
                 name=name,
@@ -74,6 +103,8 @@ def compare(reference: Sequence[np.ndarray], actual: Sequence[np.ndarray], names
                 mean_abs_error=float(err.mean()),
                 max_abs_error=float(err.max()),
                 snr_db=snr_db(ref, act),
+                float_accuracy=accuracy(ref, labels) if labelled else None,
+                int8_accuracy=accuracy(act, labels) if labelled else None,
             )
         )
     return Fidelity(inputs_from=inputs_from, outputs=outputs)

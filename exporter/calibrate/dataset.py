@@ -31,6 +31,8 @@ class CalibrationSet:
     #: scaling), or None when only the observed values are known. The converter pins the input
     #: quantization to it, so firmware can quantize pixels exactly (0..1 -> scale 1/255, zero point -128).
     declared_ranges: list[tuple[float, float]] | None = None
+    #: "calibration" or "evaluation": the same loader serves both, the report says which is which.
+    role: str = "calibration"
 
     @property
     def count(self) -> int:
@@ -43,6 +45,7 @@ class CalibrationSet:
 
     def to_dict(self) -> dict:
         return {
+            "role": self.role,
             "source": self.source,
             "kind": self.kind,
             "representative": self.representative,

@@ -28,6 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     cal.add_argument("--input-range", help="image scaling: 0,1 | -1,1 | 0,255")
     cal.add_argument("--mean", help="per-channel mean subtracted from 0..255 image pixels, e.g. 127.5")
     cal.add_argument("--std", help="per-channel std dividing image pixels after --mean, e.g. 127.5")
+    ev = parser.add_argument_group("evaluation (float vs int8 on held-out data)")
+    ev.add_argument("--eval", help="held-out data, same forms as --calib; labels via data.npz:x,y, labels.txt or class sub-folders")
+    ev.add_argument("--eval-samples", type=int, default=1000, help="evaluation samples to use (default 1000)")
+    ev.add_argument(
+        "--allow-overlap", action="store_true", help="let evaluation reuse calibration samples (by default they are disjoint)"
+    )
     mdl = parser.add_argument_group("model")
     mdl.add_argument("--input-shape", help="static input shape for models with dynamic dims, e.g. 1,96,96,3")
     mdl.add_argument("--unsafe", action="store_true", help="allow Lambda layers and custom code in .keras files (safe_mode off)")
@@ -51,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         calib=args.calib,
         calib_samples=args.calib_samples,
         seed=args.seed,
+        eval=args.eval,
+        eval_samples=args.eval_samples,
+        allow_overlap=args.allow_overlap,
         input_shape=parse_shape(args.input_shape) if args.input_shape else None,
         input_range=args.input_range,
         mean=parse_floats(args.mean, "--mean") if args.mean else None,
