@@ -21,7 +21,9 @@ $(DEMO)/digits_cnn.keras $(DEMO)/digits_calib.npz: scripts/train_demo_model.py |
 
 demo: setup $(DEMO)/digits_cnn.keras
 	$(VENV)/bin/edgeport export $(DEMO)/digits_cnn.keras --target all \
-		--calib $(DEMO)/digits_calib.npz:x -o $(DEMO)/out
+		--calib $(DEMO)/digits_calib.npz:x --eval $(DEMO)/digits_calib.npz:x,y \
+		--bench --bench-runs 20 -o $(DEMO)/out
+	@echo "Reports: $(DEMO)/out/<target>/report.html (open in a browser), report.md, report.json"
 
 test: setup
 	$(PY) -m pytest -q

@@ -30,6 +30,11 @@ _LAZY = {
     "TFLiteGraph": ("exporter.verify.graph", "TFLiteGraph"),
     "estimate_memory": ("exporter.analyze.memory", "estimate_memory"),
     "EdgeportError": ("exporter.errors", "EdgeportError"),
+    "benchmark": ("exporter.benchmark", "benchmark"),
+    "measure_arena": ("exporter.benchmark", "measure_arena"),
+    "analyze_edgetpu": ("exporter.devices.edgetpu", "analyze_edgetpu"),
+    "bench_on_device": ("exporter.devices.android", "bench_on_device"),
+    "export_onnx": ("exporter.convert.onnx", "export_onnx"),
 }
 
 __all__ = ["__version__", *_LAZY]

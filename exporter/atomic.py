@@ -63,9 +63,7 @@ def ensure_dir(path: Path) -> None:
             hint="Choose a writable directory with -o.",
         ) from exc
     if not os.access(path, os.W_OK | os.X_OK):
-        raise OutputPathError(
-            f"Output directory {path} is not writable.", hint="Choose a writable directory with -o."
-        )
+        raise OutputPathError(f"Output directory {path} is not writable.", hint="Choose a writable directory with -o.")
 
 
 @contextlib.contextmanager

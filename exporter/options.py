@@ -27,6 +27,18 @@ class ExportOptions:
     eval: str | None = None
     eval_samples: int = 1000
     allow_overlap: bool = False
+    per_layer: bool = False
+    formats: tuple[str, ...] | None = None
+    onnx_opset: int = 17
+    onnx_dynamic_batch: bool = False
+    onnx_calibrate: str = "minmax"
+    bench: bool = False
+    bench_runs: int | None = None
+    bench_device: str | None = None
+    benchmark_binary: Path | None = None
+    edgetpu_compat: bool = False
+    max_accuracy_drop: float | None = None
+    min_agreement: float | None = None
     input_shape: tuple[int, ...] | None = None
     input_range: str | None = None
     mean: tuple[float, ...] | None = None
@@ -40,6 +52,16 @@ class ExportOptions:
     def __post_init__(self) -> None:
         if self.calib_samples < 1:
             raise UsageError(f"--calib-samples must be at least 1; received {self.calib_samples}.")
+        if self.max_accuracy_drop is not None and self.min_agreement is not None:
+            raise UsageError("Pass either --max-accuracy-drop or --min-agreement, not both.")
+        if self.formats is not None:
+            unknown = [f for f in self.formats if f not in ("tflite", "onnx")]
+            if unknown or not self.formats:
+                raise UsageError(
+                    f"--format takes tflite, onnx or tflite,onnx; received {','.join(self.formats) or 'nothing'}."
+                )
+        if self.bench_runs is not None and self.bench_runs < 1:
+            raise UsageError(f"--bench-runs must be at least 1; received {self.bench_runs}.")
         if self.eval_samples < 1:
             raise UsageError(f"--eval-samples must be at least 1; received {self.eval_samples}.")
         if self.io_dtype is not None and self.io_dtype not in IO_DTYPES:

@@ -11,16 +11,19 @@ import hashlib
 import logging
 import os
 import shutil
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .atomic import ensure_dir, scratch_dir, write_bytes, write_text
 from .calibrate.dataset import CalibrationSet
+from .convert.session import ConversionSession, Converted
 from .convert.tflite import QuantizationConfig
-from .errors import CalibrationDataError, InputModelError, NotSupportedError, OutputPathError
+from .devices import after_write, report_section
+from .errors import CalibrationDataError, EdgeportError, InputModelError, NotSupportedError, OutputPathError, UsageError
+from .guard import GuardSpec
 from .load.model import SourceModel
 from .options import ExportOptions
 from .profiles import TargetProfile, load_profiles
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model_int8.tflite"
 #: Inputs used for the float-vs-int8 agreement check at export time (issue: top class agrees).
 FIDELITY_MAX_SAMPLES = 200
+#: Samples the per-layer error runs on (every tensor of both models is kept per sample).
+LAYER_ERROR_SAMPLES = 50
 
 
 @dataclass
@@ -58,7 +63,9 @@ class ExportResult:
 
     @property
     def exit_code(self) -> int:
-        return 0 if all(r.verdict in (VERDICT_OK, VERDICT_FORCED) for r in self.reports) else NotSupportedError.exit_code
+        return (
+            0 if all(r.verdict in (VERDICT_OK, VERDICT_FORCED) for r in self.reports) else NotSupportedError.exit_code
+        )
 
     def summary(self) -> str:
         return render_summary(self.reports)
@@ -97,29 +104,44 @@ def export(
         import_tensorflow_quietly(verbose=logging.getLogger().isEnabledFor(logging.DEBUG))
     progress.step("load", f"loading {model_path.name}")
     source = load_model(model_path, input_shape=opts.input_shape, unsafe=opts.unsafe)
+    if opts.edgetpu_compat:
+        _apply_edgetpu_compat(source)
 
     progress.step("calibrate", "reading calibration data")
     calibration = None if source.is_tflite else _calibrate(source, opts)
     evaluation = _evaluation(source, opts, calibration)
+    checked = evaluation or calibration
+    guard = GuardSpec(opts.max_accuracy_drop, opts.min_agreement)
+    _check_guard_inputs(guard, checked)
 
     with scratch_dir() as work:
-        models, conversions, float_model = _convert_all(source, profiles, calibration, opts, work, progress)
-        progress.step("verify", "checking ops, dtypes and memory per target")
-        checked = _fidelity_inputs(calibration, evaluation)
-        reference = _reference_outputs(source, checked, float_model)
-        reports = [
-            _analyze_target(source, profile, models[_config_for(profile, opts, source)], conversions, checked, reference, opts)
-            for profile in profiles
-        ]
+        session = None
+        if not source.is_tflite:
+            recalibrate = partial(_recalibrate, source, opts, evaluation)
+            session = ConversionSession(source, calibration, work, progress, recalibrate)
+        reference = _reference_outputs(source, checked, session)
+        onnx = _export_onnx(source, profiles, opts, calibration, evaluation, work, progress)
+        results = []
+        for profile in profiles:
+            progress.step("verify", f"{profile.name}: checking ops, dtypes, memory and fidelity")
+            if "tflite" in _formats(profile, opts):
+                report, model = _export_target(source, profile, session, checked, reference, opts, guard, progress)
+            else:
+                report, model = _onnx_only_report(profile, onnx), None
+            _attach_onnx(report, profile, opts, onnx)
+            if opts.bench:
+                _benchmark(report, profile, model, onnx, opts, progress)
+            if opts.bench_device and model is not None and report.verdict != VERDICT_NOT_SUPPORTED:
+                _benchmark_on_device(report, profile, model, opts, work, progress)
+            results.append((report, model))
         common = _common(source, calibration, evaluation)
         progress.step("write", "writing outputs")
-        for report, profile in zip(reports, profiles, strict=True):
-            _write_target(report, models[_config_for(profile, opts, source)], out_dirs[profile.name], common, opts)
+        for (report, model), profile in zip(results, profiles, strict=True):
+            _write_target(report, model, out_dirs[profile.name], common, profile, source, onnx)
         if opts.keep_workdir:
-            kept = Path(out_dirs[profiles[0].name]) / "_work"
-            shutil.copytree(work, kept, dirs_exist_ok=True)
+            shutil.copytree(work, Path(out_dirs[profiles[0].name]) / "_work", dirs_exist_ok=True)
     progress.done()
-    return ExportResult(reports=reports, common=common, output_dirs=out_dirs)
+    return ExportResult(reports=[r for r, _ in results], common=common, output_dirs=out_dirs)
 
 
 # --- steps ---------------------------------------------------------------------------------------
@@ -248,74 +270,201 @@ def _same_source(a: str | None, b: str | None) -> bool:
     return base(a) == base(b)
 
 
-def _fidelity_inputs(calibration: CalibrationSet | None, evaluation: CalibrationSet | None) -> CalibrationSet | None:
-    """What float and int8 are compared on: the evaluation set when given, else the calibration samples."""
-    if evaluation is not None:
-        return evaluation
-    if calibration is None:
+def _formats(profile: TargetProfile, opts: ExportOptions) -> tuple[str, ...]:
+    """What to write for this target: --format when given (TFLite-only targets keep TFLite), else the profile's."""
+    if opts.formats is None:
+        return profile.formats
+    if profile.formats == ("onnx",):
+        return ("onnx",)
+    return opts.formats
+
+
+def _apply_edgetpu_compat(source: SourceModel) -> None:
+    """--edgetpu-compat: replace activations the Edge TPU cannot map (GELU, hard-swish) with ReLU6."""
+    if source.keras_model is None:
+        raise UsageError(
+            "--edgetpu-compat rewrites Keras layers; it needs a .keras or .h5 model.", hint="Drop the flag."
+        )
+    from .devices.edgetpu import edgetpu_compat_fixes
+
+    source.keras_model, changes = edgetpu_compat_fixes(source.keras_model)
+    source.layers = {layer.name: type(layer).__name__ for layer in source.keras_model.layers} | source.layers
+    source.notes.extend(f"--edgetpu-compat: {change}" for change in changes)
+
+
+def _export_onnx(source, profiles, opts, calibration, evaluation, work, progress) -> Any:
+    """One ONNX export shared by every target that wants it (an error is kept when ONNX was only a default)."""
+    wanted = [p for p in profiles if "onnx" in _formats(p, opts)]
+    if not wanted:
         return None
-    return calibration
+    explicit = opts.formats is not None or any(p.formats == ("onnx",) for p in wanted)
+    if source.keras_model is None:
+        error = UsageError("ONNX export needs a Keras model (.keras or .h5).", hint="Pass --format tflite.")
+        if explicit:
+            raise error
+        return error
+    from .convert.onnx import export_onnx
+
+    progress.step("convert", "exporting ONNX (float and int8 QDQ)")
+    check = _limit(evaluation) if evaluation is not None else None
+    try:
+        return export_onnx(
+            source,
+            work / "onnx",
+            calibration=calibration,
+            opset=opts.onnx_opset,
+            dynamic_batch=opts.onnx_dynamic_batch,
+            per_channel=True if opts.per_channel is None else opts.per_channel,
+            calibrate_method=opts.onnx_calibrate,
+            check_inputs=check,
+            check_inputs_from=f"{evaluation.count} evaluation samples from {evaluation.source}" if evaluation else None,
+        )
+    except EdgeportError as exc:
+        if explicit:
+            raise
+        return exc
 
 
-def _config_for(profile: TargetProfile, opts: ExportOptions, source: SourceModel) -> QuantizationConfig | str:
-    if source.is_tflite:
-        return "given"
+def _attach_onnx(report: TargetReport, profile: TargetProfile, opts: ExportOptions, onnx: Any) -> None:
+    if "onnx" not in _formats(profile, opts) or onnx is None:
+        return
+    if isinstance(onnx, Exception):
+        report.warnings.append(f"ONNX not written: {onnx}")
+        return
+    report.extra["onnx"] = onnx.to_dict()
+
+
+def _onnx_only_report(profile: TargetProfile, onnx: Any) -> TargetReport:
+    """The generic ONNX target: no TFLite model, the ONNX files and their checks are the result."""
+    int8 = onnx.int8_model
+    fidelity = int8.check.to_dict().get("fidelity") if int8 is not None else None
+    return TargetReport(
+        target=profile.name,
+        profile=profile.to_dict(),
+        verdict=VERDICT_OK,
+        conversion={
+            "scheme": "ONNX: float (tf2onnx) and int8 QDQ (onnxruntime quantize_static)",
+            "converter": onnx.to_dict().get("converter"),
+        },
+        memory={"model_bytes": int8.size_bytes if int8 is not None else onnx.float_model.size_bytes},
+        fidelity=fidelity,
+    )
+
+
+def _benchmark(
+    report: TargetReport,
+    profile: TargetProfile,
+    model: bytes | None,
+    onnx: Any,
+    opts: ExportOptions,
+    progress: Progress,
+) -> None:
+    """--bench: time the written model(s) through the target's own interpreter on this host."""
+    from .benchmark import benchmark
+
+    results = []
+    candidates: list[tuple[str, Any]] = []
+    if model is not None and report.verdict != VERDICT_NOT_SUPPORTED:
+        candidates.append(("tflite", model))
+    if "onnx" in report.extra and onnx is not None and not isinstance(onnx, Exception):
+        for onnx_model in (onnx.float_model, onnx.int8_model):
+            if onnx_model is not None:
+                candidates.append((f"onnx-{onnx_model.kind}", str(onnx_model.path)))
+    for label, candidate in candidates:
+        progress.step("bench", f"{profile.name}: timing {label} on this host")
+        try:
+            result = benchmark(candidate, profile, runs=opts.bench_runs)
+        except NotSupportedError as exc:
+            report.reasons.append(f"Benchmark: {exc}")
+            report.verdict = VERDICT_FORCED if opts.force else VERDICT_NOT_SUPPORTED
+            continue
+        entry = result.to_dict()
+        entry["model"] = label
+        results.append(entry)
+        arena = entry.get("arena") or {}
+        if label == "tflite" and arena.get("bytes"):
+            _use_measured_arena(report, profile, int(arena["bytes"]), opts)
+    if results:
+        report.extra["benchmark"] = results
+
+
+def _benchmark_on_device(
+    report: TargetReport, profile: TargetProfile, model: bytes, opts: ExportOptions, work: Path, progress: Progress
+) -> None:
+    """--bench-device: benchmark_model on the phone (or emulator); numbers land beside the host ones."""
+    if profile.runtime.name != "litert":
+        report.warnings.append(
+            f"--bench-device: skipped for {profile.name}; only LiteRT (phone) targets run benchmark_model."
+        )
+        return
+    from .devices.android import bench_on_device
+
+    path = work / f"{profile.name}_device.tflite"
+    path.write_bytes(model)
+    progress.step("bench", f"{profile.name}: benchmark_model on device {opts.bench_device}")
+    result = bench_on_device(
+        path, profile, opts.bench_device, num_runs=opts.bench_runs, benchmark_binary=opts.benchmark_binary
+    )
+    report.extra["device_benchmark"] = result.to_dict()
+
+
+def _use_measured_arena(report: TargetReport, profile: TargetProfile, arena: int, opts: ExportOptions) -> None:
+    """Replace the RAM estimate by TFLite Micro's measured arena: a measurement beats an estimate."""
+    for index, check in enumerate(report.fit):
+        if check.resource == "ram":
+            measured = FitCheck(
+                "ram", arena, profile.memory.ram_budget_bytes, "measured: TFLite Micro arena on the host (x86-64)"
+            )
+            report.fit[index] = measured
+            if not measured.fits:
+                report.reasons.append(
+                    f"ram needs {arena:,} B ({measured.method}), over the budget of {measured.budget_bytes:,} B."
+                )
+                report.verdict = VERDICT_FORCED if opts.force else VERDICT_NOT_SUPPORTED
+
+
+def _recalibrate(
+    source: SourceModel, opts: ExportOptions, evaluation: CalibrationSet | None, samples: int
+) -> CalibrationSet:
+    """Calibration with another sample count (the guard's first fallback), still disjoint from evaluation."""
+    from .calibrate import load_calibration
+
+    exclude = list(evaluation.indices) if evaluation is not None and _same_source(opts.eval, opts.calib) else None
+    return load_calibration(
+        opts.calib,
+        source.inputs,
+        samples=samples,
+        seed=opts.seed,
+        input_range=opts.input_range,
+        mean=list(opts.mean) if opts.mean else None,
+        std=list(opts.std) if opts.std else None,
+        exclude=exclude,
+    )
+
+
+def _check_guard_inputs(guard: GuardSpec, checked: CalibrationSet | None) -> None:
+    if guard.max_accuracy_drop_pp is not None and (checked is None or checked.labels is None):
+        raise UsageError(
+            "--max-accuracy-drop needs labelled evaluation data.",
+            hint="Pass --eval data.npz:x,y (or an image folder with class sub-folders), or guard with --min-agreement PCT.",
+        )
+    if guard.active and checked is None:
+        raise UsageError("The accuracy guard needs data to measure on.", hint="Pass --calib and --eval.")
+
+
+def _config_for(profile: TargetProfile, opts: ExportOptions) -> QuantizationConfig:
     io = opts.io_dtype or profile.quantization.io_dtype
     per_channel = profile.quantization.per_channel if opts.per_channel is None else opts.per_channel
     return QuantizationConfig(io_dtype=io, per_channel=per_channel)
 
 
-def _convert_all(
-    source: SourceModel,
-    profiles: list[TargetProfile],
-    calibration: CalibrationSet | None,
-    opts: ExportOptions,
-    work: Path,
-    progress: Progress,
-) -> tuple[dict[Any, bytes], dict[Any, dict[str, Any]], bytes | None]:
-    """One conversion per distinct quantization config; a .tflite input is taken as it is."""
-    from .convert.input_range import pin_input_range
-    from .convert.tflite import prepare_saved_model, run_converter, write_calibration
-
-    if source.is_tflite:
-        return {"given": source.tflite_bytes}, {"given": {"scheme": "given .tflite (not reconverted)"}}, None
-    configs = list(dict.fromkeys(_config_for(p, opts, source) for p in profiles))
-    progress.step("convert", "preparing a static-shape SavedModel")
-    saved_model, mode = prepare_saved_model(source, work)
-    calib_path = write_calibration(calibration, work / "calibration.npz")
-    models: dict[Any, bytes] = {}
-    conversions: dict[Any, dict[str, Any]] = {}
-    for i, config in enumerate(configs):
-        progress.step("convert", f"converting ({config.describe()}) [{i + 1}/{len(configs)}]")
-        started = time.perf_counter()
-        models[config] = run_converter(
-            source, saved_model, mode, work, config=config, calib_path=calib_path, tag=f"int8_{i}"
-        )
-        pins = []
-        for index, declared in enumerate(calibration.declared_ranges or []):
-            if declared is not None:
-                models[config], pin = pin_input_range(models[config], index, declared)
-                pins.append(pin.detail)
-        conversions[config] = {
-            "input_quantization": pins,
-            "scheme": config.describe(),
-            "io_dtype": config.io_dtype,
-            "per_channel": config.per_channel,
-            "converter": f"tf.lite.TFLiteConverter ({mode}, TFLITE_BUILTINS_INT8 only)",
-            "seconds": round(time.perf_counter() - started, 2),
-        }
-    float_model = None
-    if source.keras_model is None:
-        progress.step("convert", "converting a float reference (for fidelity)")
-        float_model = run_converter(source, saved_model, mode, work, config=None, calib_path=None, tag="float")
-    return models, conversions, float_model
-
-
-def _reference_outputs(source: SourceModel, checked: CalibrationSet | None, float_model: bytes | None):
-    if checked is None:
+def _reference_outputs(source: SourceModel, checked: CalibrationSet | None, session: ConversionSession | None):
+    """Float outputs on the checked samples: Keras when we have it, else the float TFLite twin."""
+    if checked is None or session is None:
         return None
     from .analyze.inference import run_reference
 
+    float_model = session.float_model() if source.keras_model is None else None
     return run_reference(source, _limit(checked), float_model)
 
 
@@ -325,12 +474,167 @@ def _limit(samples: CalibrationSet) -> list:
     return [a[:limit] for a in samples.arrays]
 
 
-def _analyze_target(
+def _export_target(
     source: SourceModel,
     profile: TargetProfile,
-    model: bytes,
-    conversions: dict[Any, dict[str, Any]],
-    calibration: CalibrationSet | None,
+    session: ConversionSession | None,
+    checked: CalibrationSet | None,
+    reference: list | None,
+    opts: ExportOptions,
+    guard: GuardSpec,
+    progress: Progress,
+) -> tuple[TargetReport, bytes]:
+    """Convert (or take the given .tflite), analyze, and apply the accuracy guard for one target."""
+    if session is None:
+        converted = Converted(source.tflite_bytes, {"scheme": "given .tflite (not reconverted)"})
+    else:
+        converted = session.convert(_config_for(profile, opts))
+    report = _analyze(source, profile, converted, checked, reference, opts)
+    want_layers = (
+        session is not None and checked is not None and (opts.per_layer or guard.active or opts.eval is not None)
+    )
+    layer_rows = _layer_errors(source, session, converted.model, checked) if want_layers else None
+    if guard.active and session is not None:
+        report, converted = _guard(
+            guard, source, profile, session, converted, report, checked, reference, opts, layer_rows, progress
+        )
+        if layer_rows is not None and report.conversion.get("scheme") != converted.info.get("scheme"):
+            layer_rows = _layer_errors(source, session, converted.model, checked)
+    if layer_rows is not None:
+        report.extra["layer_errors"] = layer_rows.to_dict()
+    report.extra["size_by_layer"] = _size_by_layer(converted.model, source)
+    model = converted.model
+    if profile.is_mcu and session is not None:
+        model = _compact_for_flash(report, model)
+    return report, model
+
+
+def _compact_for_flash(report: TargetReport, model: bytes) -> bytes:
+    """MCU flash: drop what TFLite Micro never reads (after analysis, which uses the full names)."""
+    from .convert.compact import compact
+
+    model, compaction = compact(model)
+    if compaction.saved:
+        report.conversion["compaction"] = compaction.describe()
+        report.memory["model_bytes"] = len(model)
+        for check in report.fit:
+            if check.resource == "flash":
+                check.needed_bytes = len(model)
+    return model
+
+
+def _guard(
+    spec: GuardSpec,
+    source: SourceModel,
+    profile: TargetProfile,
+    session: ConversionSession,
+    converted: Converted,
+    report: TargetReport,
+    checked: CalibrationSet | None,
+    reference: list | None,
+    opts: ExportOptions,
+    layer_rows: Any,
+    progress: Progress,
+) -> tuple[TargetReport, Converted]:
+    """Run the accuracy guard's fallbacks for a target (see exporter.guard) and keep what passes."""
+    from . import guard as accuracy_guard
+
+    if report.reasons:
+        report.extra["guard"] = {
+            "requirement": spec.describe(),
+            "passed": False,
+            "attempts": [],
+            "note": "not run: the model does not run on this target",
+        }
+        return report, converted
+    candidates: dict[QuantizationConfig, tuple[TargetReport, Converted]] = {}
+
+    def evaluate(config: QuantizationConfig) -> tuple[float | None, bool, str]:
+        progress.step("guard", f"{profile.name}: trying {config.describe()}")
+        try:
+            attempt = session.convert(config)
+        except EdgeportError as exc:
+            return None, False, f"conversion failed: {exc}"
+        attempt_report = _analyze(source, _profile_for(profile, config), attempt, checked, reference, opts)
+        candidates[config] = (attempt_report, attempt)
+        note = "; ".join(attempt_report.reasons)
+        return spec.measure(attempt_report.fidelity), not attempt_report.reasons, note
+
+    def worst(count: int) -> list[accuracy_guard.WorstLayer]:
+        return _worst_layers(layer_rows, source, count)
+
+    base = _config_for(profile, opts)
+    plain = (spec.measure(report.fidelity), True)
+    steps = partial(
+        accuracy_guard.plan,
+        profile,
+        base,
+        calib_count=session.calibration.count,
+        calib_available=session.calibration.available,
+        worst=worst,
+    )
+    outcome = accuracy_guard.run(spec, profile, base, plain, evaluate, steps)
+    kept = outcome.kept
+    if kept is not None and kept.config != base:
+        report, converted = candidates[kept.config]
+        report.warnings.append(
+            f"Accuracy guard: plain int8 missed {spec.describe()}; kept '{kept.name}' ({kept.detail})."
+        )
+    elif kept is None:
+        report.reasons.append(outcome.failure_reason())
+        report.verdict = VERDICT_FORCED if opts.force else VERDICT_NOT_SUPPORTED
+    report.extra["guard"] = outcome.to_dict()
+    return report, converted
+
+
+def _profile_for(profile: TargetProfile, config: QuantizationConfig) -> TargetProfile:
+    """16x8 models have int16 I/O: verify them against a profile that expects it."""
+    if not config.int16_activations:
+        return profile
+    quant = replace(
+        profile.quantization, io_dtype="int16", io_dtypes_allowed=(*profile.quantization.io_dtypes_allowed, "int16")
+    )
+    return replace(profile, quantization=quant)
+
+
+def _layer_errors(source: SourceModel, session: ConversionSession, model: bytes, checked: CalibrationSet):
+    """Per-layer error of ``model`` against the float twin, or None when it cannot be measured."""
+    from .analyze.layer_error import layer_errors
+
+    try:
+        return layer_errors(
+            session.float_model(), model, [a[:LAYER_ERROR_SAMPLES] for a in checked.arrays], source.layers
+        )
+    except EdgeportError as exc:
+        log.warning("per-layer error not measured: %s", exc)
+        return None
+
+
+def _worst_layers(rows: Any, source: SourceModel, count: int) -> list:
+    from .guard import WorstLayer
+
+    if rows is None:
+        return []
+    grouped: dict[str, list[str]] = {}
+    for row in rows.rows:
+        if row.layer:
+            grouped.setdefault(row.layer, []).append(row.tensor)
+    layers = list(grouped)[:count]
+    return [WorstLayer(name, source.layers.get(name, "?"), tuple(grouped[name])) for name in layers]
+
+
+def _size_by_layer(model: bytes, source: SourceModel) -> list[dict[str, Any]]:
+    from .analyze.size_breakdown import size_by_layer
+    from .verify.graph import TFLiteGraph
+
+    return size_by_layer(TFLiteGraph.from_bytes(model), source.layers or None)
+
+
+def _analyze(
+    source: SourceModel,
+    profile: TargetProfile,
+    converted: Converted,
+    checked: CalibrationSet | None,
     reference: list | None,
     opts: ExportOptions,
 ) -> TargetReport:
@@ -338,14 +642,20 @@ def _analyze_target(
     from .verify import verify
     from .verify.graph import TFLiteGraph
 
-    graph = TFLiteGraph.from_bytes(model)
+    graph = TFLiteGraph.from_bytes(converted.model)
     verification = verify(graph, profile, source.layers)
     memory = estimate_memory(graph)
     fit = _fit_checks(profile, memory)
     reasons = [f.message for f in verification.errors]
     warnings = [f.message for f in verification.warnings] + list(source.notes)
-    if calibration is not None:
-        warnings += calibration.warnings
+    extra: dict[str, Any] = {}
+    section = report_section(profile, graph, source.layers)
+    if section is not None:
+        key, data, device_warnings = section
+        extra[key] = data
+        warnings += device_warnings
+    if checked is not None:
+        warnings += checked.warnings
     for check in fit:
         if not check.fits and check.resource == "param_cache":
             warnings.append(
@@ -358,19 +668,20 @@ def _analyze_target(
             )
     verdict = VERDICT_OK if not reasons else (VERDICT_FORCED if opts.force else VERDICT_NOT_SUPPORTED)
     fidelity = None
-    if reference is not None and calibration is not None:
-        fidelity = _fidelity(model, reference, calibration, source)
+    if reference is not None and checked is not None:
+        fidelity = _fidelity(converted.model, reference, checked, source)
     return TargetReport(
         target=profile.name,
         profile=profile.to_dict(),
         verdict=verdict,
         reasons=reasons,
         warnings=warnings,
-        conversion=conversions[_config_for(profile, opts, source)],
+        conversion=dict(converted.info),
         verification=verification.to_dict(),
         memory=memory.to_dict(),
         fit=fit,
         fidelity=fidelity,
+        extra=extra,
     )
 
 
@@ -386,7 +697,9 @@ def _fit_checks(profile: TargetProfile, memory: Any) -> list[FitCheck]:
     ]
     if profile.memory.param_cache_bytes:
         checks.append(
-            FitCheck("param_cache", memory.weights_bytes, profile.memory.param_cache_bytes, "measured: constant tensor bytes")
+            FitCheck(
+                "param_cache", memory.weights_bytes, profile.memory.param_cache_bytes, "measured: constant tensor bytes"
+            )
         )
     return checks
 
@@ -408,7 +721,9 @@ def _fidelity(model: bytes, reference: list, checked: CalibrationSet, source: So
     return compare(reference, actual, names[: len(actual)], how, labels=labels).to_dict()
 
 
-def _common(source: SourceModel, calibration: CalibrationSet | None, evaluation: CalibrationSet | None = None) -> dict[str, Any]:
+def _common(
+    source: SourceModel, calibration: CalibrationSet | None, evaluation: CalibrationSet | None = None
+) -> dict[str, Any]:
     return {
         "edgeport_version": __version__,
         "model": {
@@ -425,14 +740,36 @@ def _common(source: SourceModel, calibration: CalibrationSet | None, evaluation:
     }
 
 
-def _write_target(report: TargetReport, model: bytes, directory: Path, common: dict[str, Any], opts: ExportOptions) -> None:
+def _write_target(
+    report: TargetReport,
+    model: bytes | None,
+    directory: Path,
+    common: dict[str, Any],
+    profile: TargetProfile,
+    source: SourceModel,
+    onnx: Any,
+) -> None:
+    """Write the target's files: model(s) unless not supported, then report.json, report.md, report.html."""
+    from .report.html import render_html
+
     ensure_dir(directory)
     report.output_dir = str(directory)
     if report.verdict != VERDICT_NOT_SUPPORTED:
-        write_bytes(directory / MODEL_FILE, model)
-        report.artifacts.append(_artifact(MODEL_FILE, directory / MODEL_FILE, model))
-    md = render_markdown(report, common)
-    write_text(directory / "report.md", md)
+        if model is not None:
+            write_bytes(directory / MODEL_FILE, model)
+            report.artifacts.append(_artifact(MODEL_FILE, directory / MODEL_FILE, model))
+            after_write(profile, directory / MODEL_FILE, source.layers, report)
+        if "onnx" in report.extra and not isinstance(onnx, Exception) and onnx is not None:
+            for onnx_model in (onnx.float_model, onnx.int8_model):
+                if onnx_model is not None:
+                    data = Path(onnx_model.path).read_bytes()
+                    write_bytes(directory / Path(onnx_model.path).name, data)
+                    report.artifacts.append(
+                        _artifact(Path(onnx_model.path).name, directory / Path(onnx_model.path).name, data)
+                    )
+    data = report.to_dict(common)
+    write_text(directory / "report.md", render_markdown(report, common))
+    write_text(directory / "report.html", render_html(data))
     write_text(directory / "report.json", report.to_json(common))
 
 

@@ -23,11 +23,14 @@ from typing import Any
 from .errors import ProfileError
 
 IO_DTYPES = ("int8", "uint8", "float32")
-RUNTIMES = ("litert", "tflite-micro", "edgetpu", "tflite-micro+ethos-u")
-INTERPRETERS = ("litert", "tflite-micro")
+FORMATS = ("tflite", "onnx")
+RUNTIMES = ("litert", "tflite-micro", "edgetpu", "tflite-micro+ethos-u", "onnxruntime")
+INTERPRETERS = ("litert", "tflite-micro", "onnxruntime")
 DEVICE_KINDS = ("phone", "accelerator", "mcu", "mcu+npu")
 #: Special op-list name: any TFLite builtin op (LiteRT ships them all); custom and Flex ops are not.
 ALL_BUILTINS = "litert-builtins"
+#: Special op-list name: any standard ONNX operator (onnxruntime's CPU provider implements the default domain).
+ONNX_OPS = "onnxruntime"
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,8 @@ class Quantization:
     io_dtypes_allowed: tuple[str, ...]
     per_channel: bool
     float_ops_allowed: bool
+    #: The runtime has int16-activation / int8-weight (16x8) kernels, a fallback when int8 loses accuracy.
+    int16_activations: bool = False
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,10 @@ class OpSupport:
     def supports(self, op_name: str) -> bool:
         if self.op_list == ALL_BUILTINS:
             return not op_name.startswith(("CUSTOM", "Flex", "FLEX", "DELEGATE"))
+        if self.op_list == ONNX_OPS:  # ONNX op types (Conv, QuantizeLinear); onnx is imported only here
+            import onnx.defs
+
+            return onnx.defs.has(op_name)
         return op_name in self.names
 
 
@@ -122,6 +131,8 @@ class TargetProfile:
     benchmark: Benchmark
     npu: Npu | None
     path: str
+    #: What an export writes for this target: "tflite" (model_int8.tflite) and/or "onnx" (float + int8 QDQ).
+    formats: tuple[str, ...] = ("tflite",)
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -151,6 +162,7 @@ _SCHEMA: dict[str, dict[str, _Spec]] = {
         "description": (str, True, None),
         "inherit": (str, False, None),
         "batch": (int, False, (1,)),
+        "formats": (list, False, None),
     },
     "device": {
         "kind": (str, True, DEVICE_KINDS),
@@ -172,6 +184,7 @@ _SCHEMA: dict[str, dict[str, _Spec]] = {
         "io_dtypes_allowed": (list, True, None),
         "per_channel": (bool, True, None),
         "float_ops_allowed": (bool, True, None),
+        "int16_activations": (bool, False, None),
     },
     "ops": {
         "list": (str, True, None),
@@ -285,7 +298,14 @@ def _load_raw(path: Path, sources: dict[str, str], seen: tuple[Path, ...] = ()) 
 
 
 def _type_name(types: type | tuple[type, ...]) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list", dict: "a table"}
+    names = {
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        bool: "true or false",
+        list: "a list",
+        dict: "a table",
+    }
     if isinstance(types, tuple):
         return " or ".join(names.get(t, t.__name__) for t in types)
     return names.get(types, types.__name__)
@@ -315,7 +335,11 @@ def _validate(raw: dict[str, Any], path: Path) -> None:
                     f"Target profile {path}: unknown key '{dotted}'. Valid keys in [{section}]: {', '.join(sorted(spec))}."
                 )
             types, _, choices = spec[key]
-            if isinstance(value, bool) and types is not bool and bool not in (types if isinstance(types, tuple) else (types,)):
+            if (
+                isinstance(value, bool)
+                and types is not bool
+                and bool not in (types if isinstance(types, tuple) else (types,))
+            ):
                 ok = False
             else:
                 ok = isinstance(value, types)
@@ -349,21 +373,26 @@ def _validate(raw: dict[str, Any], path: Path) -> None:
                 f"Target profile {path}: unknown key 'ops.limits.{limit}'. Valid limits: {', '.join(sorted(_KNOWN_LIMITS))}."
             )
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ProfileError(f"Target profile {path}: key 'ops.limits.{limit}' must be a positive integer; received {value!r}.")
+            raise ProfileError(
+                f"Target profile {path}: key 'ops.limits.{limit}' must be a positive integer; received {value!r}."
+            )
+    for fmt in raw.get("formats", ["tflite"]):
+        if fmt not in FORMATS:
+            raise ProfileError(f"Target profile {path}: key 'formats' may hold {', '.join(FORMATS)}; received {fmt!r}.")
     if raw["runtime"]["name"] == "tflite-micro+ethos-u" and "npu" not in raw:
         raise ProfileError(f"Target profile {path}: runtime 'tflite-micro+ethos-u' needs an [npu] section.")
 
 
 def read_op_list(name: str, path: Path | None = None) -> frozenset[str]:
     """Op names from a shipped list: tflm (column 1 of every row) or edgetpu (section B names)."""
-    if name == ALL_BUILTINS:
+    if name in (ALL_BUILTINS, ONNX_OPS):
         return frozenset()
     file = op_list_path(name)
     if not file.is_file():
         shipped = sorted(p.name.removesuffix("_ops.txt") for p in file.parent.glob("*_ops.txt"))
         where = f"Target profile {path}: " if path else ""
         raise ProfileError(
-            f"{where}key 'ops.list' names an unknown op list {name!r}. Valid lists: {', '.join([ALL_BUILTINS, *shipped])}."
+            f"{where}key 'ops.list' names an unknown op list {name!r}. Valid lists: {', '.join([ALL_BUILTINS, ONNX_OPS, *shipped])}."
         )
     names: set[str] = set()
     for line in file.read_text(encoding="utf-8").splitlines():
@@ -398,6 +427,7 @@ def load_profile(spec: str | Path) -> TargetProfile:
             io_dtypes_allowed=tuple(q["io_dtypes_allowed"]),
             per_channel=q["per_channel"],
             float_ops_allowed=q["float_ops_allowed"],
+            int16_activations=q.get("int16_activations", False),
         ),
         batch=raw.get("batch", 1),
         ops=OpSupport(op_list=ops["list"], names=read_op_list(ops["list"], path), limits=dict(ops.get("limits", {}))),
@@ -405,6 +435,7 @@ def load_profile(spec: str | Path) -> TargetProfile:
         benchmark=Benchmark(**bench),
         npu=Npu(**raw["npu"]) if "npu" in raw else None,
         path=str(path),
+        formats=tuple(raw.get("formats", ["tflite"])),
         sources=sources,
     )
     return profile
@@ -412,10 +443,16 @@ def load_profile(spec: str | Path) -> TargetProfile:
 
 def load_profiles(spec: str) -> list[TargetProfile]:
     """Targets from a CLI value: one name or path, a comma list, or ``all``."""
-    names = available_targets() if spec.strip() == "all" else [s.strip() for s in spec.split(",") if s.strip()]
+    names = [s.strip() for s in spec.split(",") if s.strip()]
     if not names:
         raise ProfileError(f"No target given; valid targets: {', '.join(available_targets())}.")
-    profiles = [load_profile(n) for n in names]
+    profiles = []
+    for name in names:
+        if name == "all":
+            # every device that runs a TFLite model; the generic ONNX profile is asked for by name
+            profiles += [p for p in (load_profile(n) for n in available_targets()) if "tflite" in p.formats]
+        else:
+            profiles.append(load_profile(name))
     seen: set[str] = set()
     unique = []
     for p in profiles:
@@ -433,7 +470,7 @@ def describe(profile: TargetProfile) -> str:
     def origin(key: str) -> str:
         return f"  # {profile.sources.get(key, 'default')}"
 
-    for key in ("name", "title", "batch"):
+    for key in ("name", "title", "batch", "formats"):
         lines.append(f"{key} = {flat[key]!r}{origin(key)}")
     for section in ("device", "runtime", "quantization", "ops", "memory", "benchmark", "npu"):
         values = flat.get(section)
@@ -443,7 +480,8 @@ def describe(profile: TargetProfile) -> str:
         lines.append(f"[{section}]")
         for key, value in values.items():
             if section == "ops" and key == "names":
-                shown = f"{len(value)} ops" if value else "all TFLite builtin ops"
+                every = "all standard ONNX operators" if profile.ops.op_list == ONNX_OPS else "all TFLite builtin ops"
+                shown = f"{len(value)} ops" if value else every
                 lines.append(f"# supported ops ({shown}): {', '.join(value)}" if value else f"# supported: {shown}")
                 continue
             if section == "ops" and key == "op_list":

@@ -58,7 +58,9 @@ def main() -> None:
     tmp_calib = calib_path.with_name(".digits_calib.tmp.npz")
     np.savez(tmp_calib, x=x_held, y=y_held)
     tmp_calib.replace(calib_path)
-    print(f"trained {model_path} ({model.count_params()} params), held-out accuracy {accuracy:.3f}; calibration data {calib_path}")
+    print(
+        f"trained {model_path} ({model.count_params()} params), held-out accuracy {accuracy:.3f}; calibration data {calib_path}"
+    )
 
 
 if __name__ == "__main__":

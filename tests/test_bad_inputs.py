@@ -30,7 +30,9 @@ def _expect_refusal(capsys, tmp_path: Path, args: list, pattern: str, code: int 
 
 
 def test_missing_model_file(capsys, tmp_path, tiny_calib_path):
-    _expect_refusal(capsys, tmp_path, [tmp_path / "nope.keras", "--calib", tiny_calib_path], r"nope\.keras does not exist")
+    _expect_refusal(
+        capsys, tmp_path, [tmp_path / "nope.keras", "--calib", tiny_calib_path], r"nope\.keras does not exist"
+    )
 
 
 def test_directory_that_is_no_saved_model(capsys, tmp_path, tiny_calib_path):
@@ -113,7 +115,10 @@ def test_no_calibration_data(capsys, tmp_path, tiny_keras_path):
 
 def test_unknown_target(capsys, tmp_path, tiny_keras_path, tiny_calib_path):
     _expect_refusal(
-        capsys, tmp_path, [tiny_keras_path, "--calib", tiny_calib_path, "--target", "cortex-m3"], r"Unknown target 'cortex-m3'"
+        capsys,
+        tmp_path,
+        [tiny_keras_path, "--calib", tiny_calib_path, "--target", "cortex-m3"],
+        r"Unknown target 'cortex-m3'",
     )
 
 
@@ -121,7 +126,10 @@ def test_malformed_user_profile(capsys, tmp_path, tiny_keras_path, tiny_calib_pa
     profile = tmp_path / "mine.toml"
     profile.write_text('inherit = "cortex-m4"\n[memory]\nram_budget_bytes = "512k"\n')
     _expect_refusal(
-        capsys, tmp_path, [tiny_keras_path, "--calib", tiny_calib_path, "--target", profile], r"'memory\.ram_budget_bytes' must be an integer"
+        capsys,
+        tmp_path,
+        [tiny_keras_path, "--calib", tiny_calib_path, "--target", profile],
+        r"'memory\.ram_budget_bytes' must be an integer",
     )
 
 

@@ -34,7 +34,9 @@ def _save(model, folder: Path, name: str) -> Path:
 
 
 def test_python_api_mirrors_the_cli(tmp_path, tiny_keras_path, tiny_calib_path):
-    result = exporter.export(tiny_keras_path, target=["cortex-m4", "edgetpu"], calib=str(tiny_calib_path), output_dir=tmp_path)
+    result = exporter.export(
+        tiny_keras_path, target=["cortex-m4", "edgetpu"], calib=str(tiny_calib_path), output_dir=tmp_path
+    )
     assert result.exit_code == 0 and result.ok
     assert [r.target for r in result.reports] == ["cortex-m4", "edgetpu"]
     report = result.report("cortex-m4")
@@ -92,9 +94,21 @@ def test_saved_model_directory_exports(tmp_path, tiny_calib_path):
     import tensorflow as tf
 
     keras.utils.set_random_seed(3)
-    model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.Flatten(), keras.layers.Dense(3)])
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 1)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(3),
+        ]
+    )
     folder = tmp_path / "saved"
-    model.export(str(folder), format="tf_saved_model", input_signature=[tf.TensorSpec((None, 16, 16, 1), tf.float32)], verbose=False)
+    model.export(
+        str(folder),
+        format="tf_saved_model",
+        input_signature=[tf.TensorSpec((None, 16, 16, 1), tf.float32)],
+        verbose=False,
+    )
     result = exporter.export(folder, target="cortex-m4", calib=str(tiny_calib_path), output_dir=tmp_path / "out")
     report = result.report("cortex-m4")
     assert report.verdict == "ok", report.reasons
@@ -132,8 +146,24 @@ def test_unsupported_op_exits_3_names_the_layer_and_writes_no_model(tmp_path, ti
     report = json.loads((out / "report.json").read_text())
     assert report["verdict"] == "not supported" and report["reasons"]
     # the same model is fine on a phone, and --force writes it for the MCU, saying why
-    assert run_cli(capsys, "export", path, "--target", "android-arm64", "--calib", tiny_calib_path, "-o", tmp_path / "phone", "--quiet").code == 0
-    forced = run_cli(capsys, "export", path, "--target", "cortex-m4", "--calib", tiny_calib_path, "-o", out, "--quiet", "--force")
+    assert (
+        run_cli(
+            capsys,
+            "export",
+            path,
+            "--target",
+            "android-arm64",
+            "--calib",
+            tiny_calib_path,
+            "-o",
+            tmp_path / "phone",
+            "--quiet",
+        ).code
+        == 0
+    )
+    forced = run_cli(
+        capsys, "export", path, "--target", "cortex-m4", "--calib", tiny_calib_path, "-o", out, "--quiet", "--force"
+    )
     assert forced.code == 0 and (out / "model_int8.tflite").exists()
     assert json.loads((out / "report.json").read_text())["verdict"] == "written with --force"
 
@@ -144,7 +174,18 @@ def test_model_too_large_for_the_board_exits_3_with_numbers(tmp_path, tiny_keras
         'inherit = "cortex-m4"\nname = "small-board"\ntitle = "tiny"\ndescription = "a board with 2 KiB of flash"\n'
         "[memory]\nflash_budget_bytes = 2048\n"
     )
-    run = run_cli(capsys, "export", tiny_keras_path, "--target", profile, "--calib", tiny_calib_path, "-o", tmp_path / "o", "--quiet")
+    run = run_cli(
+        capsys,
+        "export",
+        tiny_keras_path,
+        "--target",
+        profile,
+        "--calib",
+        tiny_calib_path,
+        "-o",
+        tmp_path / "o",
+        "--quiet",
+    )
     assert run.code == 3
     assert "flash needs" in run.err and "over the budget of 2,048 B" in run.err
 
@@ -156,7 +197,9 @@ def test_float_ops_left_by_layernorm_are_named_for_integer_only_targets(tmp_path
     x = keras.layers.LayerNormalization(name="my_layernorm")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     path = _save(keras.Model(inputs, keras.layers.Dense(3)(x)), tmp_path, "ln.keras")
-    result = exporter.export(path, target="edgetpu,android-arm64", calib=str(tiny_calib_path), output_dir=tmp_path / "o")
+    result = exporter.export(
+        path, target="edgetpu,android-arm64", calib=str(tiny_calib_path), output_dir=tmp_path / "o"
+    )
     edgetpu = result.report("edgetpu")
     assert edgetpu.verdict == "not supported"
     assert edgetpu.verification["fully_integer"] is False

@@ -58,7 +58,12 @@ def test_eval_from_the_calibration_file_excludes_calibration_samples(mnist_split
     data = tmp_path / "all.npz"
     np.savez(data, x=x, y=y)
     exporter.export(
-        mnist_cnn_path, target="android-arm64", calib=f"{data}:x", calib_samples=300, eval=f"{data}:x,y", output_dir=tmp_path / "o"
+        mnist_cnn_path,
+        target="android-arm64",
+        calib=f"{data}:x",
+        calib_samples=300,
+        eval=f"{data}:x,y",
+        output_dir=tmp_path / "o",
     )
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     calib_idx, eval_idx = set(report["calibration"]["indices"]), set(report["evaluation"]["indices"])
@@ -71,7 +76,12 @@ def test_allow_overlap_is_said_in_the_report(mnist_splits, mnist_cnn_path, tmp_p
     data = tmp_path / "small.npz"
     np.savez(data, x=mnist_splits["calib"][0][:100], y=mnist_splits["calib"][1][:100])
     exporter.export(
-        mnist_cnn_path, target="android-arm64", calib=f"{data}:x", eval=f"{data}:x,y", allow_overlap=True, output_dir=tmp_path
+        mnist_cnn_path,
+        target="android-arm64",
+        calib=f"{data}:x",
+        eval=f"{data}:x,y",
+        allow_overlap=True,
+        output_dir=tmp_path,
     )
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["evaluation"]["samples"] == 100

@@ -117,7 +117,9 @@ def test_vww_uint8_io(assets, vww_images, tmp_path, capsys):
 
 def ad_windows(assets) -> np.ndarray:
     """The 196 sliding five-frame windows (640 values each) of the shipped 200x128 log-mel sample."""
-    raw = np.fromfile(assets / "models/mlperf_tiny/anomaly_detection/normal_id_01_00000000_hist_librosa.bin", dtype=np.float32)
+    raw = np.fromfile(
+        assets / "models/mlperf_tiny/anomaly_detection/normal_id_01_00000000_hist_librosa.bin", dtype=np.float32
+    )
     frames = raw.reshape(200, 128)
     return np.stack([frames[t : t + 5].reshape(640) for t in range(196)])
 
@@ -134,7 +136,9 @@ def test_ad_int8_anomaly_score_within_2_percent_of_float(assets, tmp_path, capsy
     calib = tmp_path / "ad_windows.npy"
     np.save(calib, windows)
     model_path = assets / "models/mlperf_tiny/anomaly_detection/ad01.h5"
-    run = run_cli(capsys, "export", model_path, "--target", "cortex-m4", "--calib", calib, "-o", tmp_path / "out", "--quiet")
+    run = run_cli(
+        capsys, "export", model_path, "--target", "cortex-m4", "--calib", calib, "-o", tmp_path / "out", "--quiet"
+    )
     assert run.code == 0, run.err
 
     source = load_model(model_path)

@@ -12,16 +12,20 @@ from exporter.profiles import available_targets, describe, load_profile, load_pr
 EXPECTED = {"android-arm64", "edgetpu", "cortex-m4", "cortex-m7", "cortex-m55-ethos-u55"}
 
 
-def test_shipped_targets_are_the_five_device_classes():
-    assert set(available_targets()) == EXPECTED
+def test_shipped_targets_are_the_five_device_classes_plus_generic_onnx():
+    assert set(available_targets()) == EXPECTED | {"onnx"}
+    assert load_profile("onnx").formats == ("onnx",)
+    assert load_profile("android-arm64").formats == ("tflite", "onnx")
+    assert load_profile("cortex-m4").formats == ("tflite",)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
+@pytest.mark.parametrize("name", sorted(EXPECTED | {"onnx"}))
 def test_every_shipped_profile_loads_and_is_complete(name):
     profile = load_profile(name)
     assert profile.name == name
     assert profile.batch == 1
     assert profile.quantization.scheme == "int8"
+    assert set(profile.formats) <= {"tflite", "onnx"}
     assert profile.quantization.io_dtype in profile.quantization.io_dtypes_allowed
     assert profile.device.reference
     assert profile.benchmark.threads >= 1
@@ -65,7 +69,7 @@ def test_ethos_u_profile_carries_vela_settings():
 
 
 def test_all_and_comma_lists():
-    assert [p.name for p in load_profiles("all")] == sorted(EXPECTED)
+    assert [p.name for p in load_profiles("all")] == sorted(EXPECTED)  # the generic onnx profile is asked for by name
     assert [p.name for p in load_profiles("edgetpu, cortex-m4,edgetpu")] == ["edgetpu", "cortex-m4"]
 
 
@@ -96,12 +100,24 @@ def test_user_profile_inheriting_a_shipped_one(tmp_path):
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ('inherit = "cortex-m4"\n[quantization]\nio_dtype = "int16"\n', r"key 'quantization.io_dtype' must be one of int8, uint8, float32; received 'int16'"),
-        ('inherit = "cortex-m4"\n[memory]\nram_budget_bytes = "lots"\n', r"key 'memory.ram_budget_bytes' must be an integer; received 'lots'"),
-        ('inherit = "cortex-m4"\n[memory]\nram_budget = 1\n', r"unknown key 'memory.ram_budget'. Valid keys in \[memory\]"),
+        (
+            'inherit = "cortex-m4"\n[quantization]\nio_dtype = "int16"\n',
+            r"key 'quantization.io_dtype' must be one of int8, uint8, float32; received 'int16'",
+        ),
+        (
+            'inherit = "cortex-m4"\n[memory]\nram_budget_bytes = "lots"\n',
+            r"key 'memory.ram_budget_bytes' must be an integer; received 'lots'",
+        ),
+        (
+            'inherit = "cortex-m4"\n[memory]\nram_budget = 1\n',
+            r"unknown key 'memory.ram_budget'. Valid keys in \[memory\]",
+        ),
         ('inherit = "cortex-m4"\ncolour = "red"\n', r"unknown key 'colour'"),
         ('inherit = "cortex-m4"\n[ops]\nlist = "mystery"\n', r"key 'ops.list' names an unknown op list 'mystery'"),
-        ('inherit = "cortex-m4"\n[ops.limits]\nsoftmax_max_classes = -3\n', r"key 'ops.limits.softmax_max_classes' must be a positive integer"),
+        (
+            'inherit = "cortex-m4"\n[ops.limits]\nsoftmax_max_classes = -3\n',
+            r"key 'ops.limits.softmax_max_classes' must be a positive integer",
+        ),
         ('inherit = "cortex-m4"\nbatch = 4\n', r"key 'batch' must be one of 1; received 4"),
         ('name = "x"\ntitle = "x"\ndescription = "x"\n', r"missing section \[device\]"),
         ('inherit = "cortex-m4"\n[device]\nkind = true\n', r"key 'device.kind' must be a string; received True"),

@@ -132,6 +132,7 @@ def upsample(convert, keras) -> tuple[TFLiteGraph, dict[str, str]]:
 @pytest.fixture(scope="module")
 def sequential(convert, keras) -> tuple[TFLiteGraph, list[str]]:
     """Auto-named layers (dense, dense_1, ...): the case where Keras 3 scope names are ambiguous."""
+    keras.backend.clear_session()  # restart Keras' global name counters: other tests built Dense layers before
     layers = keras.layers
     model = keras.Sequential(
         [keras.Input((8, 8, 3)), layers.Conv2D(4, 3), layers.ReLU(), layers.Conv2D(4, 3, activation="relu"),

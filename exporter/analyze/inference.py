@@ -59,7 +59,9 @@ def run_tflite(model: bytes, inputs: Sequence[np.ndarray], *, threads: int = 1) 
     return [np.stack(o) for o in outputs]
 
 
-def run_reference(source: SourceModel, inputs: Sequence[np.ndarray], float_tflite: bytes | None = None) -> list[np.ndarray]:
+def run_reference(
+    source: SourceModel, inputs: Sequence[np.ndarray], float_tflite: bytes | None = None
+) -> list[np.ndarray]:
     """Float outputs of the original model: Keras when we have it, else its float TFLite twin."""
     if source.keras_model is not None:
         result = source.keras_model.predict(list(inputs) if len(inputs) > 1 else inputs[0], batch_size=32, verbose=0)

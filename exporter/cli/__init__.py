@@ -15,9 +15,9 @@ import traceback
 
 from .. import __version__
 from ..errors import EXIT_INTERNAL, EXIT_USAGE, EdgeportError
-from . import export_cmd, targets_cmd
+from . import bench_cmd, edgetpu_cmd, export_cmd, report_cmd, targets_cmd
 
-_COMMANDS = (export_cmd, targets_cmd)
+_COMMANDS = (export_cmd, targets_cmd, bench_cmd, report_cmd, edgetpu_cmd)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and keep the converter's log")
-    parser.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="library log level")
+    parser.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="library log level"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for command in _COMMANDS:
         command.register(sub)

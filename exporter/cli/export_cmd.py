@@ -17,30 +17,86 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Load MODEL (.keras, .h5, SavedModel dir or .tflite), calibrate, convert to full-integer int8, "
         "verify every op and dtype against each target, and write model_int8.tflite, report.json and report.md.",
     )
-    parser.add_argument("model", help="model file: .keras, legacy .h5, SavedModel directory, or an int8 .tflite to re-check")
-    parser.add_argument("-t", "--target", default="all", help="target name, comma list, 'all', or a profile .toml (default: all)")
+    parser.add_argument(
+        "model", help="model file: .keras, legacy .h5, SavedModel directory, or an int8 .tflite to re-check"
+    )
+    parser.add_argument(
+        "-t", "--target", default="all", help="target name, comma list, 'all', or a profile .toml (default: all)"
+    )
     parser.add_argument("-o", "--output", type=Path, help="output directory (default: edgeport-out/<model>/<target>/)")
-    parser.add_argument("--force", action="store_true", help="write the model even when it does not fit or is not supported")
+    parser.add_argument(
+        "--force", action="store_true", help="write the model even when it does not fit or is not supported"
+    )
     cal = parser.add_argument_group("calibration")
-    cal.add_argument("--calib", help="representative data: .npy, .npz[:key], image folder, module:function, or 'synthetic'")
-    cal.add_argument("--calib-samples", type=int, default=200, help="samples to use (seeded random subset; default 200)")
+    cal.add_argument(
+        "--calib", help="representative data: .npy, .npz[:key], image folder, module:function, or 'synthetic'"
+    )
+    cal.add_argument(
+        "--calib-samples", type=int, default=200, help="samples to use (seeded random subset; default 200)"
+    )
     cal.add_argument("--seed", type=int, default=0, help="seed for the sample subset (default 0)")
     cal.add_argument("--input-range", help="image scaling: 0,1 | -1,1 | 0,255")
     cal.add_argument("--mean", help="per-channel mean subtracted from 0..255 image pixels, e.g. 127.5")
     cal.add_argument("--std", help="per-channel std dividing image pixels after --mean, e.g. 127.5")
     ev = parser.add_argument_group("evaluation (float vs int8 on held-out data)")
-    ev.add_argument("--eval", help="held-out data, same forms as --calib; labels via data.npz:x,y, labels.txt or class sub-folders")
+    ev.add_argument(
+        "--eval", help="held-out data, same forms as --calib; labels via data.npz:x,y, labels.txt or class sub-folders"
+    )
     ev.add_argument("--eval-samples", type=int, default=1000, help="evaluation samples to use (default 1000)")
     ev.add_argument(
-        "--allow-overlap", action="store_true", help="let evaluation reuse calibration samples (by default they are disjoint)"
+        "--allow-overlap",
+        action="store_true",
+        help="let evaluation reuse calibration samples (by default they are disjoint)",
+    )
+    ev.add_argument(
+        "--per-layer", action="store_true", help="measure the error of every layer (on by default with --eval)"
+    )
+    gd = parser.add_argument_group("accuracy guard (tries fallbacks, exits 3 when none passes)")
+    gd.add_argument(
+        "--max-accuracy-drop",
+        type=float,
+        metavar="PP",
+        help="largest allowed accuracy drop, percentage points (needs labels)",
+    )
+    gd.add_argument(
+        "--min-agreement",
+        type=float,
+        metavar="PCT",
+        help="smallest allowed top-1 agreement with the float model, percent",
     )
     mdl = parser.add_argument_group("model")
     mdl.add_argument("--input-shape", help="static input shape for models with dynamic dims, e.g. 1,96,96,3")
-    mdl.add_argument("--unsafe", action="store_true", help="allow Lambda layers and custom code in .keras files (safe_mode off)")
+    mdl.add_argument(
+        "--unsafe", action="store_true", help="allow Lambda layers and custom code in .keras files (safe_mode off)"
+    )
     q = parser.add_argument_group("quantization")
-    q.add_argument("--io-dtype", choices=["int8", "uint8", "float32"], help="input/output dtype (default: the target's)")
     q.add_argument(
-        "--per-tensor", action="store_true", help="per-tensor instead of per-channel weight quantization"
+        "--io-dtype", choices=["int8", "uint8", "float32"], help="input/output dtype (default: the target's)"
+    )
+    q.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weight quantization")
+    fmt = parser.add_argument_group("formats")
+    fmt.add_argument("--format", help="tflite, onnx or tflite,onnx (default: the target's; android-arm64 writes both)")
+    fmt.add_argument("--onnx-opset", type=int, default=17, help="ONNX opset (default 17)")
+    fmt.add_argument("--onnx-dynamic-batch", action="store_true", help="ONNX with a dynamic batch dimension")
+    fmt.add_argument(
+        "--onnx-calibrate",
+        choices=["minmax", "entropy", "percentile"],
+        default="minmax",
+        help="int8 ONNX calibration method",
+    )
+    dev = parser.add_argument_group("device")
+    dev.add_argument(
+        "--bench", action="store_true", help="time each written model through the target's interpreter on this host"
+    )
+    dev.add_argument("--bench-runs", type=int, help="benchmark runs (default: the target's)")
+    dev.add_argument(
+        "--bench-device", metavar="adb[:SERIAL]", help="also run benchmark_model on a phone/emulator (android-arm64)"
+    )
+    dev.add_argument("--benchmark-binary", type=Path, help="benchmark_model for the device ABI (see docs/android.md)")
+    dev.add_argument(
+        "--edgetpu-compat",
+        action="store_true",
+        help="replace GELU/hard-swish activations with ReLU6 so the Edge TPU maps them",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.set_defaults(run=run)
@@ -60,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
         eval=args.eval,
         eval_samples=args.eval_samples,
         allow_overlap=args.allow_overlap,
+        per_layer=args.per_layer,
+        max_accuracy_drop=args.max_accuracy_drop,
+        min_agreement=args.min_agreement,
         input_shape=parse_shape(args.input_shape) if args.input_shape else None,
         input_range=args.input_range,
         mean=parse_floats(args.mean, "--mean") if args.mean else None,
@@ -67,6 +126,15 @@ def run(args: argparse.Namespace) -> int:
         io_dtype=args.io_dtype,
         per_channel=False if args.per_tensor else None,
         unsafe=args.unsafe,
+        formats=tuple(f.strip() for f in args.format.split(",") if f.strip()) if args.format is not None else None,
+        onnx_opset=args.onnx_opset,
+        onnx_dynamic_batch=args.onnx_dynamic_batch,
+        onnx_calibrate=args.onnx_calibrate,
+        bench=args.bench,
+        bench_runs=args.bench_runs,
+        bench_device=args.bench_device,
+        benchmark_binary=args.benchmark_binary,
+        edgetpu_compat=args.edgetpu_compat,
         force=args.force,
         keep_workdir=args.debug,
     )

@@ -69,7 +69,9 @@ def pin_input_range(model: bytes, input_index: int, value_range: tuple[float, fl
             consumers.append((names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?"), op))
     blocking = sorted({name for name, _ in consumers if name not in _RESCALING_OPS})
     if blocking:
-        return model, PinResult(False, f"input feeds {', '.join(blocking)}, whose kernels need equal scales; kept the calibrated range")
+        return model, PinResult(
+            False, f"input feeds {', '.join(blocking)}, whose kernels need equal scales; kept the calibrated range"
+        )
     bias_ids = []
     for name, op in consumers:
         slot = _BIASED_OPS.get(name)
@@ -85,7 +87,9 @@ def pin_input_range(model: bytes, input_index: int, value_range: tuple[float, fl
         buffer = m.buffers[bias.buffer]
         values = np.frombuffer(bytes(bytearray(buffer.data)), dtype=np.int32) if buffer.data is not None else None
         if values is None or bias.type != schema.TensorType.INT32:
-            return model, PinResult(False, "a consumer's bias is not a constant int32 tensor; kept the calibrated range")
+            return model, PinResult(
+                False, "a consumer's bias is not a constant int32 tensor; kept the calibrated range"
+            )
         rescaled = np.clip(np.round(values.astype(np.float64) * ratio), -(2**31), 2**31 - 1).astype(np.int32)
         buffer.data = np.frombuffer(rescaled.tobytes(), dtype=np.uint8)
         bias.quantization.scale = (np.asarray(bias.quantization.scale, dtype=np.float64) / ratio).astype(np.float32)

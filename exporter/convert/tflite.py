@@ -39,14 +39,25 @@ class QuantizationConfig:
     per_channel: bool = True
     per_tensor_dense: bool = False
     int16_activations: bool = False
+    legacy_quantizer: bool = False
+    #: Calibration samples (None: the user's --calib-samples); the accuracy guard may raise it.
+    calib_samples: int | None = None
+    #: TFLite op output names kept in float (selective quantization; targets that allow float only).
+    float_nodes: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        parts = [f"full-integer int8, {self.io_dtype} I/O"]
+        scheme = "int16 activations / int8 weights (16x8)" if self.int16_activations else "full-integer int8"
+        io = "int16" if self.int16_activations and self.io_dtype != "float32" else self.io_dtype
+        parts = [f"{scheme}, {io} I/O"]
         parts.append("per-channel weights" if self.per_channel else "per-tensor weights")
         if self.per_tensor_dense:
             parts.append("per-tensor Dense")
-        if self.int16_activations:
-            parts.append("int16 activations (16x8)")
+        if self.legacy_quantizer:
+            parts.append("legacy (TOCO) quantizer")
+        if self.calib_samples:
+            parts.append(f"{self.calib_samples} calibration samples")
+        if self.float_nodes:
+            parts.append(f"{len(self.float_nodes)} op(s) kept in float")
         return ", ".join(parts)
 
 
@@ -69,7 +80,9 @@ def prepare_saved_model(source: SourceModel, workdir: Path) -> tuple[Path, str]:
 def _export_keras(source: SourceModel, out: Path) -> Path:
     import tensorflow as tf
 
-    signature = [tf.TensorSpec(spec.shape, tf.float32, name=_sig_name(spec.name, i)) for i, spec in enumerate(source.inputs)]
+    signature = [
+        tf.TensorSpec(spec.shape, tf.float32, name=_sig_name(spec.name, i)) for i, spec in enumerate(source.inputs)
+    ]
     model = source.keras_model
     try:
         model.export(str(out), format="tf_saved_model", input_signature=signature, verbose=False)
@@ -144,6 +157,8 @@ def run_converter(
             per_channel=config.per_channel,
             per_tensor_dense=config.per_tensor_dense,
             int16_activations=config.int16_activations,
+            legacy_quantizer=config.legacy_quantizer,
+            float_nodes=list(config.float_nodes),
         )
     request_path = workdir / f"{tag}.request.json"
     request_path.write_text(json.dumps(request))

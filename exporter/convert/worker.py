@@ -54,15 +54,33 @@ def convert(request: dict[str, Any]) -> bytes:
             ops = tf.lite.OpsSet.TFLITE_BUILTINS_INT8
         converter.target_spec.supported_ops = [ops]
         io = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32, "int16": tf.int16}[request["io_dtype"]]
+        if request.get("int16_activations") and io in (tf.int8, tf.uint8):
+            io = tf.int16  # 16x8 models take int16 (or float) I/O
         converter.inference_input_type = io
         converter.inference_output_type = io
         if not request.get("per_channel", True):
             converter._experimental_disable_per_channel = True
         if request.get("per_tensor_dense"):
             converter._experimental_disable_per_channel_quantization_for_dense_layers = True
+        if request.get("legacy_quantizer"):
+            converter.experimental_new_quantizer = False
+        if request.get("float_nodes"):
+            return _selective(converter, request)
     else:
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     return converter.convert()
+
+
+def _selective(converter, request: dict[str, Any]) -> bytes:
+    """Quantize everything but the named ops (TFLite's quantization debugger's denylist)."""
+    import tensorflow as tf
+
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=list(request["float_nodes"]))
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=converter, debug_dataset=converter.representative_dataset, debug_options=options
+    )
+    return debugger.get_nondebug_quantized_model()
 
 
 def main(argv: list[str]) -> int:

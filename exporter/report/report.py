@@ -10,6 +10,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 #: Bumped when a key is renamed or removed (adding keys keeps the version). Documented in README.
@@ -149,6 +150,17 @@ def human_bytes(n: int | None) -> str:
     return f"{n / (1024 * 1024):.2f} MiB"
 
 
+def _how(method: str) -> str:
+    """Short tag for the summary table: how a number was obtained."""
+    if "arena" in method:
+        return "TFLM arena"
+    return "est." if method.startswith("estimate") else "file"
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -183,6 +195,8 @@ def render_markdown(report: TargetReport, common: dict[str, Any]) -> str:
     if conv:
         lines += ["", "## Conversion", "", f"- {conv.get('scheme', '')}"]
         lines.extend(f"- {pin}" for pin in conv.get("input_quantization", []))
+        if conv.get("compaction"):
+            lines.append(f"- {conv['compaction']}")
         if "seconds" in conv:
             lines.append(f"- converter: {conv.get('converter', '')}, {conv['seconds']:.1f} s (measured)")
     ver = report.verification
@@ -221,17 +235,113 @@ def render_markdown(report: TargetReport, common: dict[str, Any]) -> str:
                 f"| {o['name']} | {o['samples']} | {_pct(o.get('float_accuracy'))} | {_pct(o.get('int8_accuracy'))} | {drop} | "
                 f"{_pct(o['top1_agreement'])} | {o['mean_abs_error']:.4g} | {o['max_abs_error']:.4g} | {snr} |"
             )
+    guard = report.extra.get("guard")
+    if guard:
+        lines += ["", f"## Accuracy guard: {guard['requirement']}", ""]
+        if guard.get("note"):
+            lines.append(f"- {guard['note']}")
+        if guard.get("attempts"):
+            lines += ["| attempt | what | measured | passed |", "|---|---|---:|---|"]
+            for a in guard["attempts"]:
+                value = "-" if a["value"] is None else f"{a['value']:.2f}"
+                passed = "**kept**" if a["kept"] else ("yes" if a["passed"] else a.get("note") or "no")
+                lines.append(f"| {a['name']} | {a['detail']} | {value} | {passed} |")
+    layer_errors = report.extra.get("layer_errors")
+    if layer_errors and layer_errors.get("rows"):
+        lines += ["", "## Worst layers (int8 vs float activations)", "", f"_{layer_errors.get('method', '')}_", ""]
+        lines += ["| layer | op | SNR dB (op alone) | SNR dB (end to end) | RMSE / range |", "|---|---|---:|---:|---:|"]
+        for row in layer_errors["rows"][:10]:
+            local = "-" if row.get("local_snr_db") is None else f"{row['local_snr_db']:.1f}"
+            snr = "inf" if row.get("snr_db") is None else f"{row['snr_db']:.1f}"
+            lines.append(
+                f"| {row.get('layer') or row.get('tensor')} | {row.get('op')} | {local} | {snr} | {_num(row.get('rmse_over_range'))} |"
+            )
+    lines += _extra_sections(report.extra)
     if report.warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
     if report.artifacts:
-        lines += ["", "## Files", ""] + [f"- `{a.name}` ({human_bytes(a.bytes)}, sha256 {a.sha256[:16]}…)" for a in report.artifacts]
+        lines += ["", "## Files", ""] + [
+            f"- `{a.name}` ({human_bytes(a.bytes)}, sha256 {a.sha256[:16]}…)" for a in report.artifacts
+        ]
     lines += ["", f"_edgeport {common['edgeport_version']}; report schema {SCHEMA_VERSION}._", ""]
     return "\n".join(lines)
 
 
+def _extra_sections(extra: dict[str, Any]) -> list[str]:
+    """Edge TPU partition, ONNX files and host benchmarks, when the export produced them."""
+    lines: list[str] = []
+    tpu = extra.get("edgetpu")
+    if tpu and "verdict" in tpu:
+        lines += ["", "## Edge TPU partition", "", f"- {tpu['verdict']} ({tpu.get('how', 'predicted')})"]
+        cache = tpu.get("param_cache") or {}
+        if cache:
+            lines.append(
+                f"- parameters: {human_bytes(cache.get('param_bytes'))} of {human_bytes(cache.get('cache_bytes'))} on-chip cache"
+            )
+        if (tpu.get("tools") or {}).get("note"):
+            lines.append(f"- {tpu['tools']['note']}")
+    onnx = extra.get("onnx")
+    if onnx:
+        lines += ["", "## ONNX", "", f"- opset {onnx.get('opset')}, converter {onnx.get('converter')}"]
+        for kind in ("float", "int8"):
+            model = onnx.get(kind)
+            if not model:
+                continue
+            check = model.get("check") or {}
+            facts = [f"{human_bytes(model.get('size_bytes'))}"]
+            if check.get("max_abs_error") is not None:
+                facts.append(f"max abs error vs Keras {check['max_abs_error']:.3g}")
+            if check.get("top1_agreement") is not None:
+                facts.append(f"top-1 agreement {_pct(check['top1_agreement'])}")
+            if check.get("snr_db") is not None:
+                facts.append(f"SNR {check['snr_db']:.1f} dB")
+            lines.append(
+                f"- `{Path(model.get('path', kind)).name}`: {', '.join(facts)} ({check.get('measured', 'measured')})"
+            )
+    bench = extra.get("benchmark")
+    if bench:
+        lines += ["", "## Host benchmark", "", "_Host timings are not device timings._", ""]
+        lines += [
+            "| model | interpreter | threads | median ms | p90 ms | p99 ms | min ms | peak RSS |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for b in bench if isinstance(bench, list) else [bench]:
+            lat = b.get("latency") or {}
+            lines.append(
+                f"| {b.get('model', '')} | {b.get('interpreter')} {b.get('interpreter_version', '')} | {b.get('threads_used')} | "
+                f"{_ms(lat.get('median_ms'))} | {_ms(lat.get('p90_ms'))} | {_ms(lat.get('p99_ms'))} | {_ms(lat.get('min_ms'))} | "
+                f"{human_bytes(b.get('peak_rss_bytes'))} |"
+            )
+            arena = b.get("arena")
+            if arena:
+                lines.append(f"| | TFLite Micro arena: {arena['bytes']:,} B ({arena.get('method', '')}) | | | | | | |")
+    device = extra.get("device_benchmark")
+    if device:
+        desc = device.get("device") or {}
+        lines += [
+            "",
+            "## Device benchmark",
+            "",
+            f"- {desc.get('manufacturer', '')} {desc.get('model', '')} ({desc.get('soc', '')}, {desc.get('abi', '')}), "
+            f"Android {desc.get('android_version', '')}: {device.get('method', '')}",
+        ]
+        timings = device.get("timings_us") or {}
+        inference = timings.get("inference") or {}
+        if inference:
+            lines.append(
+                f"- inference over {inference.get('count')} runs: avg {inference.get('avg')} us, min {inference.get('min')} us, "
+                f"max {inference.get('max')} us, std {inference.get('std')} us; init {timings.get('init')} us"
+            )
+    return lines
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def render_summary(reports: list[TargetReport]) -> str:
     """The table printed after an export: one row per target."""
-    header = ("target", "size", "ops supported", "fully int8", "RAM (est.)", "flash (est.)", "verdict")
+    header = ("target", "size", "ops supported", "fully int8", "RAM", "flash", "verdict")
     rows = []
     for r in reports:
         ver = r.verification or {}
@@ -245,9 +355,9 @@ def render_summary(reports: list[TargetReport]) -> str:
                 r.target,
                 human_bytes(r.model_bytes),
                 f"{supported}/{len(ops)}" if ops else "-",
-                "yes" if ver.get("fully_integer") else "no",
-                human_bytes(ram.needed_bytes) if ram else "-",
-                human_bytes(flash.needed_bytes) if flash else "-",
+                ("yes" if ver.get("fully_integer") else "no") if ver else "-",
+                f"{human_bytes(ram.needed_bytes)} ({_how(ram.method)})" if ram else "-",
+                f"{human_bytes(flash.needed_bytes)} ({_how(flash.method)})" if flash else "-",
                 r.verdict,
             )
         )

@@ -1,0 +1,113 @@
+"""One model's conversions during one export: prepared once, each quantization config converted once.
+
+Several targets usually share a quantization config, and the accuracy guard converts the same model
+again with other settings; a session keeps the static SavedModel, the calibration files and every
+result, so no work is repeated and every conversion runs in its own child process.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..calibrate.dataset import CalibrationSet
+from ..load.model import SourceModel
+from ..progress import Progress
+from .input_range import pin_input_range
+from .tflite import QuantizationConfig, prepare_saved_model, run_converter, write_calibration
+
+
+@dataclass
+class Converted:
+    """A converted model and how it was made (for the report's ``conversion`` section)."""
+
+    model: bytes
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class ConversionSession:
+    """Converts ``source`` under any :class:`QuantizationConfig`, caching by config."""
+
+    def __init__(
+        self,
+        source: SourceModel,
+        calibration: CalibrationSet,
+        work: Path,
+        progress: Progress,
+        calibration_with: Callable[[int], CalibrationSet] | None = None,
+    ) -> None:
+        self.source = source
+        self.calibration = calibration
+        self.work = work
+        self.progress = progress
+        self._calibration_with = calibration_with
+        self._saved_model: tuple[Path, str] | None = None
+        self._results: dict[QuantizationConfig, Converted] = {}
+        self._calib_files: dict[int, Path] = {}
+        self._float: bytes | None = None
+
+    def _prepared(self) -> tuple[Path, str]:
+        if self._saved_model is None:
+            self.progress.step("convert", "preparing a static-shape SavedModel")
+            self._saved_model = prepare_saved_model(self.source, self.work)
+        return self._saved_model
+
+    def _calibration_file(self, config: QuantizationConfig) -> tuple[Path, CalibrationSet]:
+        samples = config.calib_samples or self.calibration.count
+        calibration = self.calibration
+        if samples != self.calibration.count and self._calibration_with is not None:
+            calibration = self._calibration_with(samples)
+        if samples not in self._calib_files:
+            self._calib_files[samples] = write_calibration(calibration, self.work / f"calibration_{samples}.npz")
+        return self._calib_files[samples], calibration
+
+    def convert(self, config: QuantizationConfig) -> Converted:
+        """The model under ``config`` (converted now, or from an earlier identical request)."""
+        if config in self._results:
+            return self._results[config]
+        saved_model, mode = self._prepared()
+        calib_path, calibration = self._calibration_file(config)
+        tag = f"int8_{len(self._results)}"
+        self.progress.step("convert", f"converting ({config.describe()})")
+        started = time.perf_counter()
+        model = run_converter(self.source, saved_model, mode, self.work, config=config, calib_path=calib_path, tag=tag)
+        seconds = time.perf_counter() - started
+        pins = []
+        if not config.int16_activations:
+            for index, declared in enumerate(calibration.declared_ranges or []):
+                if declared is not None:
+                    model, pin = pin_input_range(model, index, declared)
+                    pins.append(pin.detail)
+        info = {
+            "scheme": config.describe(),
+            "io_dtype": "int16" if config.int16_activations and config.io_dtype != "float32" else config.io_dtype,
+            "per_channel": config.per_channel,
+            "int16_activations": config.int16_activations,
+            "calibration_samples": calibration.count,
+            "input_quantization": pins,
+            "converter": f"tf.lite.TFLiteConverter ({mode}, {_ops_for(config)})",
+            "seconds": round(seconds, 2),
+        }
+        self._results[config] = Converted(model, info)
+        return self._results[config]
+
+    def float_model(self) -> bytes:
+        """A float TFLite twin of the same SavedModel: the reference for SavedModel sources and per-layer error."""
+        if self._float is None:
+            saved_model, mode = self._prepared()
+            self.progress.step("convert", "converting a float reference")
+            self._float = run_converter(
+                self.source, saved_model, mode, self.work, config=None, calib_path=None, tag="float"
+            )
+        return self._float
+
+
+def _ops_for(config: QuantizationConfig) -> str:
+    if config.float_nodes:
+        return "TFLITE_BUILTINS_INT8 + TFLITE_BUILTINS for the float-fallback ops"
+    if config.int16_activations:
+        return "EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8 only"
+    return "TFLITE_BUILTINS_INT8 only"
