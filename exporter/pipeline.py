@@ -16,6 +16,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import __version__
 from .atomic import ensure_dir, scratch_dir, write_bytes, write_text
 from .calibrate.dataset import CalibrationSet
@@ -718,7 +720,8 @@ def _fidelity(model: bytes, reference: list, checked: CalibrationSet, source: So
         what = f"the first {count} calibration samples (not held out; pass --eval for held-out accuracy)"
     how = f"{what}; float = {'Keras' if source.keras_model is not None else 'float TFLite'}, int8 = LiteRT on the host"
     labels = checked.labels[:count] if checked.labels is not None else None
-    return compare(reference, actual, names[: len(actual)], how, labels=labels).to_dict()
+    sizes = [int(np.prod(spec.shape[1:])) for spec in source.inputs]
+    return compare(reference, actual, names[: len(actual)], how, labels=labels, input_sizes=sizes).to_dict()
 
 
 def _common(

@@ -147,3 +147,6 @@ def test_ad_int8_anomaly_score_within_2_percent_of_float(assets, tmp_path, capsy
     int8 = (tmp_path / "out" / "model_int8.tflite").read_bytes()
     int8_score = anomaly_score(windows, run_tflite(int8, [windows])[0])
     assert abs(int8_score - float_score) / float_score < 0.02, (int8_score, float_score)
+    fidelity = json.loads((tmp_path / "out" / "report.json").read_text())["fidelity"]["outputs"][0]
+    assert fidelity["top1_agreement"] is None  # a 640-value reconstruction has no "top class"
+    assert fidelity["snr_db"] > 20

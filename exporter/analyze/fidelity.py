@@ -68,9 +68,13 @@ def snr_db(reference: np.ndarray, actual: np.ndarray) -> float:
     return 10.0 * math.log10(signal / noise)
 
 
-def _is_classification(reference: np.ndarray) -> bool:
-    """A (N, classes) output with more than one class: top-1 agreement is meaningful."""
-    return reference.ndim == 2 and reference.shape[1] > 1
+def _is_classification(reference: np.ndarray, input_sizes: Sequence[int] = ()) -> bool:
+    """A (N, classes) output with more than one class: top-1 agreement is meaningful.
+
+    An output as large as one of the model's inputs is a reconstruction (an autoencoder's 640 values),
+    not class scores: the index of its largest value means nothing.
+    """
+    return reference.ndim == 2 and reference.shape[1] > 1 and reference.shape[1] not in set(input_sizes)
 
 
 def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
@@ -86,6 +90,7 @@ def compare(
     names: Sequence[str],
     inputs_from: str,
     labels: np.ndarray | None = None,
+    input_sizes: Sequence[int] = (),
 ) -> Fidelity:
     """Float vs int8 per output; with ``labels``, also each model's accuracy on the first output."""
     outputs = []
@@ -93,7 +98,7 @@ def compare(
         ref = ref.reshape(ref.shape[0], -1) if ref.ndim > 2 else ref
         act = act.reshape(ref.shape)
         err = np.abs(ref.astype(np.float64) - act.astype(np.float64))
-        agreement = float(np.mean(np.argmax(ref, 1) == np.argmax(act, 1))) if _is_classification(ref) else None
+        agreement = float(np.mean(np.argmax(ref, 1) == np.argmax(act, 1))) if _is_classification(ref, input_sizes) else None
         labelled = labels is not None and position == 0 and len(labels) == ref.shape[0]
         outputs.append(
             OutputFidelity(

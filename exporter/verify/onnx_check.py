@@ -157,7 +157,8 @@ def check_onnx(
             )
         if not np.all(np.isfinite(act)):
             warnings.append(f"ONNX {kind} output '{out}' holds NaN or Inf on {inputs_from}.")
-    fidelity = compare(reference, actual, list(output_names), inputs_from)
+    sizes = [int(np.prod(np.asarray(a).shape[1:])) for a in inputs]
+    fidelity = compare(reference, actual, list(output_names), inputs_from, input_sizes=sizes)
     return OnnxCheck(
         model=kind,
         runtime=f"{runtime_version()}, CPUExecutionProvider",
