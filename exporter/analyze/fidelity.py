@@ -98,7 +98,9 @@ def compare(
         ref = ref.reshape(ref.shape[0], -1) if ref.ndim > 2 else ref
         act = act.reshape(ref.shape)
         err = np.abs(ref.astype(np.float64) - act.astype(np.float64))
-        agreement = float(np.mean(np.argmax(ref, 1) == np.argmax(act, 1))) if _is_classification(ref, input_sizes) else None
+        agreement = (
+            float(np.mean(np.argmax(ref, 1) == np.argmax(act, 1))) if _is_classification(ref, input_sizes) else None
+        )
         labelled = labels is not None and position == 0 and len(labels) == ref.shape[0]
         outputs.append(
             OutputFidelity(

@@ -13,13 +13,10 @@ its logging is captured, not printed); onnxruntime's quantizer runs in a child p
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -32,6 +29,7 @@ import numpy as np
 
 from ..atomic import ensure_dir, scratch_dir, write_bytes
 from ..calibrate.dataset import CalibrationSet
+from ..childproc import first_line, run_worker, signal_name
 from ..errors import CalibrationDataError, ConversionError, InputModelError, UsageError
 from ..load.model import SourceModel
 from ..verify.onnx_check import OnnxCheck, OnnxLoadError, check_onnx, load_session
@@ -357,7 +355,7 @@ def _run_tf2onnx(function: Any, specs: list[Any], opset: int) -> tuple[Any, list
         except Exception as exc:
             tail = next((ln for ln in reversed(lines) if "rror" in ln), "")
             raise ConversionError(
-                f"tf2onnx could not convert the model: {_first_line(exc)}{(' (' + tail + ')') if tail else ''}.",
+                f"tf2onnx could not convert the model: {first_line(exc)}{(' (' + tail + ')') if tail else ''}.",
                 hint="Re-run with --debug to see the tf2onnx log.",
             ) from exc
     return proto, list(lines)
@@ -570,38 +568,25 @@ def _quantize(
         calib_path = work / "calib.npz"
         np.savez(calib_path, **{f"input_{i}": a.astype(np.float32) for i, a in enumerate(calibration.arrays)})
         output = work / "int8.onnx"
-        result_path = work / "result.json"
         request = {
             "float_path": str(float_path),
             "calib_path": str(calib_path),
             "input_names": [s.name for s in source.inputs],
             "output_path": str(output),
-            "result_path": str(result_path),
             "per_channel": per_channel,
             "calibrate_method": method,
         }
-        request_path = work / "request.json"
-        request_path.write_text(json.dumps(request))
-        log_path = work / "quantize.log"
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
         try:
-            with log_path.open("wb") as log_file:
-                proc = subprocess.run(
-                    [sys.executable, "-m", "exporter.convert.onnx_worker", str(request_path)],
-                    stdout=log_file,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                    timeout=timeout_s,
-                    check=False,
-                )
+            run = run_worker("exporter.convert.onnx_worker", request, work, "quantize", timeout_s=timeout_s)
         except subprocess.TimeoutExpired as exc:
             raise ConversionError(
                 f"The onnxruntime quantizer did not finish within {timeout_s:.0f} s and was stopped; no .onnx file was written."
             ) from exc
+        log_path = run.log_path
         log.debug("onnxruntime quantizer log:\n%s", log_path.read_text(errors="replace"))
-        if proc.returncode != 0 or not result_path.is_file():
-            raise _crash_error(proc.returncode, method, calibration.count, log_path)
-        result = json.loads(result_path.read_text())
+        if run.crashed:
+            raise _crash_error(run.returncode, method, calibration.count, log_path)
+        result = run.result
         if not result["ok"]:
             log.debug("onnxruntime quantizer traceback:\n%s", result.get("traceback", ""))
             raise _quantize_error(result, method, calibration.count)
@@ -609,7 +594,7 @@ def _quantize(
 
 
 def _crash_error(returncode: int, method: str, samples: int, log_path: Path) -> ConversionError:
-    how = _signal_name(returncode)
+    how = signal_name(returncode)
     if returncode in (-signal.SIGKILL, 137) or "MemoryError" in log_path.read_text(errors="replace"):
         return _memory_error(method, samples, how)
     lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
@@ -636,21 +621,12 @@ def _memory_error(method: str, samples: int, how: str) -> ConversionError:
 def _quantize_error(result: dict[str, Any], method: str, samples: int) -> ConversionError:
     if result.get("error_type") == "MemoryError":
         return _memory_error(method, samples, "MemoryError")
-    text = _first_line(Exception(result.get("error", ""))) or result.get("error_type", "error")
+    text = first_line(Exception(result.get("error", ""))) or result.get("error_type", "error")
     return ConversionError(
         f"onnxruntime could not quantize the model to int8 QDQ with {method} calibration "
         f"({result.get('error_type')}: {text}); no .onnx file was written.",
         hint="Try calibrate_method 'minmax' or per_channel=False, or export the float ONNX model only.",
     )
-
-
-def _signal_name(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"signal {-returncode}"
-    return f"exit status {returncode}"
 
 
 # --- versions -------------------------------------------------------------------------------------
@@ -666,11 +642,6 @@ def _ort_version() -> str:
     import onnxruntime
 
     return f"onnxruntime {onnxruntime.__version__}"
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(exc).__name__)[:300]
 
 
 __all__ = [

@@ -8,19 +8,16 @@ that crashes (signal) becomes one naming the recurrent layers that cause it and 
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..calibrate.dataset import CalibrationSet
+from ..childproc import first_line, log_tail, run_worker, signal_name
 from ..errors import ConversionError, InputModelError
 from ..load.model import SourceModel
 
@@ -90,7 +87,7 @@ def _export_keras(source: SourceModel, out: Path) -> Path:
         model.export(str(out), format="tf_saved_model", input_signature=signature)
     except Exception as exc:
         raise ConversionError(
-            f"Could not trace the Keras model with input shapes {[s.shape for s in source.inputs]}: {_first_line(exc)}.",
+            f"Could not trace the Keras model with input shapes {[s.shape for s in source.inputs]}: {first_line(exc)}.",
             hint="Check --input-shape and that the model runs on a batch of 1.",
         ) from exc
     return out
@@ -140,7 +137,6 @@ def run_converter(
 ) -> bytes:
     """Convert in a child process; ``config=None`` gives a float model (the fidelity reference)."""
     output = workdir / f"{tag}.tflite"
-    result_path = workdir / f"{tag}.result.json"
     request = {
         "mode": mode,
         "saved_model_dir": str(saved_model_dir),
@@ -149,7 +145,6 @@ def run_converter(
         "quantize": config is not None,
         "calib_path": str(calib_path) if calib_path else None,
         "output_path": str(output),
-        "result_path": str(result_path),
     }
     if config is not None:
         request.update(
@@ -160,32 +155,22 @@ def run_converter(
             legacy_quantizer=config.legacy_quantizer,
             float_nodes=list(config.float_nodes),
         )
-    request_path = workdir / f"{tag}.request.json"
-    request_path.write_text(json.dumps(request))
-    log_path = workdir / f"{tag}.log"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
     try:
-        with log_path.open("wb") as log_file:
-            proc = subprocess.run(
-                [sys.executable, "-m", "exporter.convert.worker", str(request_path)],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                env=env,
-                timeout=timeout_s,
-                check=False,
-            )
+        run = run_worker(
+            "exporter.convert.worker", request, workdir, tag, timeout_s=timeout_s, env={"TF_CPP_MIN_LOG_LEVEL": "3"}
+        )
     except subprocess.TimeoutExpired as exc:
         raise ConversionError(f"The TFLite converter did not finish within {timeout_s:.0f} s and was stopped.") from exc
-    if proc.returncode != 0 or not result_path.is_file():
-        raise _crash_error(source, proc.returncode, log_path)
-    result = json.loads(result_path.read_text())
+    if run.crashed:
+        raise _crash_error(source, run.returncode, run.log_path)
+    result = run.result
     if not result["ok"]:
         raise _failure_error(source, result)
     return output.read_bytes()
 
 
 def _crash_error(source: SourceModel, returncode: int, log_path: Path) -> ConversionError:
-    how = _signal_name(returncode)
+    how = signal_name(returncode)
     recurrent = [name for name, cls in source.layers.items() if cls in RECURRENT_LAYERS]
     if recurrent:
         return ConversionError(
@@ -193,7 +178,7 @@ def _crash_error(source: SourceModel, returncode: int, log_path: Path) -> Conver
             " is a recurrent layer that the converter cannot quantize unless it is unrolled.",
             hint=f"Rebuild the model with {source.layers[recurrent[0]]}(..., unroll=True) and a fixed sequence length.",
         )
-    tail = _log_tail(log_path)
+    tail = log_tail(log_path)
     return ConversionError(
         f"The TFLite converter crashed ({how}).{(' Last output: ' + tail) if tail else ''}",
         hint="Re-run with --debug to keep the converter log.",
@@ -218,7 +203,7 @@ def _failure_error(source: SourceModel, result: dict) -> ConversionError:
             f"The converter cannot lower {name} without unrolling it.",
             hint="Rebuild it with unroll=True and a fixed sequence length.",
         )
-    return ConversionError(f"The TFLite converter failed: {result.get('error_type', 'error')}: {_first_line(text)}.")
+    return ConversionError(f"The TFLite converter failed: {result.get('error_type', 'error')}: {first_line(text)}.")
 
 
 def _layer_in_text(text: str, layers: dict[str, str]) -> str | None:
@@ -226,30 +211,3 @@ def _layer_in_text(text: str, layers: dict[str, str]) -> str | None:
         if re.search(rf"/{re.escape(name)}(?:_\d+)?/", text):
             return name
     return None
-
-
-def _signal_name(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"signal {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"signal {-returncode}"
-    return f"exit status {returncode}"
-
-
-def _log_tail(path: Path) -> str:
-    try:
-        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
-    except OSError:
-        return ""
-    lines = [ln for ln in lines if not ln.startswith(("WARNING: All log messages", "W0000", "I0000"))]
-    return lines[-1][:200] if lines else ""
-
-
-def _first_line(exc: object) -> str:
-    text = str(exc).strip()
-    for line in text.splitlines():
-        line = line.strip()
-        if line:
-            return line[:300].rstrip(".")
-    return type(exc).__name__

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..analyze.fidelity import Fidelity, compare
+from ..childproc import first_line
 from ..errors import ConversionError
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ def load_session(model: bytes | str, *, threads: int = 1) -> Any:
     try:
         return ort.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises Fail/InvalidGraph/NotImplemented subclasses of RuntimeError
-        raise OnnxLoadError(_first_line(exc)) from exc
+        raise OnnxLoadError(first_line(exc)) from exc
 
 
 def run_session(session: Any, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -172,8 +173,3 @@ def check_onnx(
 
 def _finite(value: float | None) -> float | None:
     return None if value is None or math.isinf(value) or math.isnan(value) else value
-
-
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split("\n")[0].split()) or type(exc).__name__
-    return text[:300]
