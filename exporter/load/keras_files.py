@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..atomic import scratch_dir
 from ..errors import InputModelError
 from .model import SourceModel, TensorSpec
 from .shapes import RawShape, first_line, output_spec, resolve_inputs
@@ -55,12 +56,21 @@ def load_keras_archive(path: Path, *, input_shape: tuple[int, ...] | None, unsaf
 def load_h5(path: Path, *, input_shape: tuple[int, ...] | None, unsafe: bool) -> SourceModel:
     """Load a legacy Keras 2 HDF5 model, dropping config keys Keras 3 refuses."""
     config = _h5_config(path)
-    with _captured_warnings() as caught:
+    stripped: list[str] = []
+    with _captured_warnings() as caught, scratch_dir("edgeport-h5-") as work:
         try:
-            model, dropped = _load_h5_with_compat(path, unsafe=unsafe)
+            readable = path
+            if _has_pruning_wrappers(config):  # tfmot-pruned file saved without strip_pruning
+                readable, stripped = _strip_pruning_wrappers(path, config, work / "stripped.h5")
+            model, dropped = _load_h5_with_compat(readable, unsafe=unsafe)
         except Exception as exc:
             raise _keras_load_error(path, exc, config, unsafe=unsafe) from exc
     notes = [UNSAFE_NOTE] if unsafe else []
+    if stripped:
+        notes.append(
+            f"tfmot pruning wrappers (prune_low_magnitude) stripped on load from {len(stripped)} layers; "
+            "their masks were applied to the kernels, so the pruned zeros are kept."
+        )
     loader = "keras (legacy H5"
     if dropped:
         what = ", ".join(f"{cls}.{key}" for cls, keys in sorted(dropped.items()) for key in sorted(keys))
@@ -182,6 +192,82 @@ def _keras_load_error(path: Path, exc: Exception, config: Any, *, unsafe: bool) 
         f"Keras could not load {path}: {first_line(exc)}",
         hint="Check the file was saved with Keras (model.save) and loads in keras.saving.load_model().",
     )
+
+
+# --- tfmot pruning wrappers ----------------------------------------------------------------------------
+
+_PRUNE_WRAPPER = "PruneLowMagnitude"
+_WRAPPER_STATE = ("/mask:", "/threshold:", "/pruning_step:")
+
+
+def _has_pruning_wrappers(config: Any) -> bool:
+    return _PRUNE_WRAPPER in json.dumps(config)
+
+
+def _strip_pruning_wrappers(path: Path, config: Any, out: Path) -> tuple[Path, list[str]]:
+    """A copy of the H5 file with every ``PruneLowMagnitude`` wrapper replaced by the layer it wraps.
+
+    The config gets the inner layer (and its name, wherever the wrapper's name was referenced); the
+    weights group of each wrapper becomes the inner layer's, with kernel * mask and without the
+    wrapper's own state (mask, threshold, pruning_step). The user's file is never touched.
+    """
+    import shutil
+
+    import h5py
+    import numpy as np
+
+    renames: dict[str, str] = {}
+
+    def unwrap(node: Any) -> Any:
+        if isinstance(node, dict):
+            if node.get("class_name") == _PRUNE_WRAPPER and isinstance(node.get("config"), dict):
+                inner = node["config"].get("layer") or {}
+                outer = node["config"].get("name")
+                inner_name = (inner.get("config") or {}).get("name")
+                if outer and inner_name:
+                    renames[outer] = inner_name
+                result = unwrap(inner)
+                for key in ("inbound_nodes", "name"):
+                    if key in node and key not in result:
+                        result[key] = node[key]
+                return result
+            return {k: unwrap(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [unwrap(v) for v in node]
+        return node
+
+    def rename(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: rename(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [rename(v) for v in node]
+        return renames.get(node, node) if isinstance(node, str) else node
+
+    new_config = rename(unwrap(config))
+    shutil.copyfile(path, out)
+    with h5py.File(out, "r+") as handle:
+        handle.attrs["model_config"] = json.dumps(new_config).encode("utf-8")
+        weights = handle["model_weights"] if "model_weights" in handle else handle
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in weights.attrs["layer_names"]]
+        for outer in names:
+            inner = renames.get(outer)
+            if inner is None:
+                continue
+            group = weights[outer]
+            wnames = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs["weight_names"]]
+            masks = [np.asarray(group[n]) for n in wnames if "/mask:" in n]
+            kept = {n: np.asarray(group[n]) for n in wnames if not any(s in n for s in _WRAPPER_STATE)}
+            for name, value in kept.items():
+                for mask in masks:
+                    if name.endswith("kernel:0") and mask.shape == value.shape:
+                        kept[name] = value * mask
+            del weights[outer]
+            target = weights.create_group(inner)
+            for name, value in kept.items():
+                target.create_dataset(name, data=value)
+            target.attrs["weight_names"] = [n.encode("utf-8") for n in kept]
+        weights.attrs["layer_names"] = [renames.get(n, n).encode("utf-8") for n in names]
+    return out, sorted(renames.values())
 
 
 # --- the Keras 2 compatibility path -------------------------------------------------------------------
