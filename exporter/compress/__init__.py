@@ -1,0 +1,17 @@
+"""Compression: pruning for Keras 3 models (unstructured, N:M, channel removal) and sparsity checks.
+
+Light on import (no TensorFlow until a function runs), like every stage package.
+"""
+
+from __future__ import annotations
+
+from .api import PruneReport, PruneStep, compress, prune_model, save_keras_atomically
+from .cluster import ClusterReport, ClusterSpec, cluster_model
+from .distill import DistillReport, DistillSpec, distill
+from .lowrank import LowRankReport, LowRankSpec, factorize
+from .spec import PruneSpec
+from .student import scale_width
+
+__all__ = ["PruneReport", "PruneSpec", "PruneStep", "compress", "prune_model", "save_keras_atomically"]
+__all__ += ["ClusterReport", "ClusterSpec", "DistillReport", "DistillSpec", "LowRankReport", "LowRankSpec"]
+__all__ += ["cluster_model", "distill", "factorize", "scale_width"]

@@ -1,0 +1,160 @@
+"""edgeport run: recipes validated before anything runs, run end to end, stopped by the guard with exit 3."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from cli_helpers import run_cli
+
+
+@pytest.fixture(scope="module")
+def recipe_dir(tmp_path_factory, mnist_splits, mnist_cnn_path):
+    folder = tmp_path_factory.mktemp("recipe")
+    x, y = mnist_splits["train"]
+    np.savez(folder / "train.npz", x=x, y=y)
+    np.savez(folder / "eval.npz", x=mnist_splits["eval"][0][:1500], y=mnist_splits["eval"][1][:1500])
+    np.savez(folder / "calib.npz", x=mnist_splits["calib"][0])
+    (folder / "model.keras").write_bytes(mnist_cnn_path.read_bytes())
+    return folder
+
+
+HEAD = """model = "model.keras"
+seed = 0
+[data]
+train = "train.npz:x,y"
+eval = "eval.npz:x,y"
+calib = "calib.npz:x"
+"""
+
+
+def write(folder, name, body):
+    """HEAD's [data] table goes after the body's top-level keys (TOML puts later bare keys in the last table)."""
+    path = folder / name
+    top, table, rest = body.partition("[")
+    model, _, data = HEAD.partition("[data]")
+    path.write_text(model + top + "[data]" + data + table + rest)
+    return path
+
+
+def test_prune_distill_int8_export_for_cortex_m4_end_to_end(recipe_dir, capsys):
+    recipe = write(
+        recipe_dir,
+        "m4.toml",
+        """output_dir = "m4_out"
+[guard]
+max_accuracy_drop = 5.0
+[[step]]
+kind = "prune"
+sparsity = "50%"
+epochs = 1
+[[step]]
+kind = "distill"
+epochs = 1
+temperature = 4.0
+alpha = 0.1
+[[step]]
+kind = "export"
+targets = ["cortex-m4"]
+""",
+    )
+    run = run_cli(capsys, "run", recipe, "--quiet")
+    assert run.code == 0, run.err
+    out = recipe_dir / "m4_out"
+    report = json.loads((out / "recipe_report.json").read_text())
+    assert [s["kind"] for s in report["steps"]] == ["prune", "distill", "export"]
+    assert report["stopped_at"] is None
+    assert all(s["guard_ok"] and s["drop_pp"] <= 5.0 for s in report["steps"])
+    assert (out / "01_prune" / "model.keras").is_file() and (out / "02_distill" / "model.keras").is_file()
+    assert (out / "03_export" / "model_int8.tflite").is_file()
+    export = report["steps"][2]["detail"]["cortex-m4"]
+    assert export["verdict"] == "ok" and 0.8 < export["int8_accuracy"] <= 1.0
+    # distillation held the pruned zeros: the exported model is still half zeros where pruning cut
+    from exporter.load import load_model
+
+    distilled = load_model(out / "02_distill" / "model.keras").keras_model
+    kernel = distilled.get_layer("conv2").kernel.numpy()
+    assert np.mean(kernel == 0) == pytest.approx(0.5, abs=0.02)
+    assert "guard broken" not in run.out and "03_export" in run.out
+
+
+def test_guard_stops_at_the_step_that_broke_it_exit_3_and_keeps_artifacts(recipe_dir, capsys):
+    recipe = write(
+        recipe_dir,
+        "strict.toml",
+        """output_dir = "strict_out"
+[guard]
+max_accuracy_drop = 10.0
+[[step]]
+kind = "prune"
+sparsity = "20%"
+epochs = 0
+[[step]]
+kind = "prune"
+sparsity = "97%"
+epochs = 0
+[[step]]
+kind = "export"
+targets = "cortex-m4"
+""",
+    )
+    run = run_cli(capsys, "run", recipe, "--quiet")
+    assert run.code == 3, run.err
+    assert "Guard broken at 02_prune" in run.error_line and "pp below the original" in run.error_line
+    out = recipe_dir / "strict_out"
+    report = json.loads((out / "recipe_report.json").read_text())
+    assert report["stopped_at"] == "02_prune"
+    first, second = report["steps"]
+    assert first["guard_ok"] and not second["guard_ok"] and second["drop_pp"] > 10.0
+    assert (out / "01_prune" / "model.keras").is_file() and (out / "02_prune" / "model.keras").is_file()
+    assert not (out / "03_export").exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('[[step]]\nkind = "quantise"\n', r"step\[1\]\.kind: unknown step 'quantise'"),
+        ('[[step]]\nkind = "prune"\nsparsty = 0.5\n', r"step\[1\]\.sparsty: unknown option for a prune step"),
+        ('[[step]]\nkind = "prune"\nsparsity = "150%"\n', r"step\[1\] \(prune\): --prune needs a fraction"),
+        ('[[step]]\nkind = "cluster"\nclusters = "many"\n', r"step\[1\]\.clusters: must be int"),
+        (
+            '[[step]]\nkind = "distill"\nteacher = "nope.keras"\n',
+            r"step\[1\] \(distill\): teacher file .*nope.keras does not exist",
+        ),
+        ('[[step]]\nkind = "export"\ntargets = ["cortex-m99"]\n', r"step\[1\] \(export\)"),
+        ('[guard]\nmax_drop = 1\n[[step]]\nkind = "prune"\n', r"guard\.max_drop: unknown key"),
+    ],
+)
+def test_invalid_recipe_is_one_line_exit_2_naming_the_key(recipe_dir, capsys, body, message):
+    recipe = write(recipe_dir, "bad.toml", 'output_dir = "bad_out"\n' + body)
+    run = run_cli(capsys, "run", recipe, "--quiet")
+    assert run.code == 2, run.err
+    assert len(run.err.strip().splitlines()) == 1
+    import re
+
+    assert re.search(message, run.error_line), run.error_line
+    assert not (recipe_dir / "bad_out").exists()  # nothing ran
+
+
+def test_missing_data_file_is_named(recipe_dir, capsys):
+    path = recipe_dir / "missing.toml"
+    path.write_text('model = "model.keras"\n[data]\ntrain = "absent.npz:x,y"\n[[step]]\nkind = "prune"\n')
+    run = run_cli(capsys, "run", path)
+    assert run.code == 2 and "data.train: file" in run.error_line and "absent.npz does not exist" in run.error_line
+
+
+def test_shipped_example_recipes_validate(capsys):
+    from pathlib import Path
+
+    from exporter.recipe import STEP_OPTIONS
+
+    examples = sorted((Path(__file__).resolve().parents[1] / "examples" / "recipes").glob("*.toml"))
+    assert examples
+    import tomllib
+
+    for path in examples:
+        raw = tomllib.loads(path.read_text())
+        for step in raw["step"]:
+            assert step["kind"] in STEP_OPTIONS
+            assert set(step) - {"kind"} <= set(STEP_OPTIONS[step["kind"]]), path.name
