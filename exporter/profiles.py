@@ -116,6 +116,20 @@ class Npu:
 
 
 @dataclass(frozen=True)
+class Latency:
+    """A device latency *estimate*: cycles per MAC for each op type, at the device's clock.
+
+    ``cycles_per_mac`` maps a TFLite op name (or ``default``) to the cycles one unit of the op's work
+    costs (a multiply-accumulate for CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED, an input element
+    read for pooling, an output element for the rest); ``basis`` says where the numbers come from.
+    """
+
+    cycles_per_mac: Mapping[str, float]
+    overhead_cycles_per_op: float = 0.0
+    basis: str = ""
+
+
+@dataclass(frozen=True)
 class TargetProfile:
     """A resolved, validated device profile."""
 
@@ -133,6 +147,8 @@ class TargetProfile:
     path: str
     #: What an export writes for this target: "tflite" (model_int8.tflite) and/or "onnx" (float + int8 QDQ).
     formats: tuple[str, ...] = ("tflite",)
+    #: Cycles-per-MAC table for the device latency estimate (None: the profile gives no estimate).
+    latency: Latency | None = None
     sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -149,6 +165,8 @@ class TargetProfile:
         data.pop("sources", None)
         data["ops"]["names"] = sorted(self.ops.names)
         data["ops"]["limits"] = dict(self.ops.limits)
+        if self.latency is not None:
+            data["latency"]["cycles_per_mac"] = dict(self.latency.cycles_per_mac)
         return data
 
 
@@ -207,8 +225,13 @@ _SCHEMA: dict[str, dict[str, _Spec]] = {
         "system_config": (str, True, None),
         "memory_mode": (str, True, None),
     },
+    "latency": {
+        "cycles_per_mac": (dict, True, None),
+        "overhead_cycles_per_op": ((int, float), False, None),
+        "basis": (str, True, None),
+    },
 }
-_OPTIONAL_SECTIONS = {"npu", "memory"}
+_OPTIONAL_SECTIONS = {"npu", "memory", "latency"}
 _KNOWN_LIMITS = {
     "softmax_max_classes": "largest softmax (classes) the runtime's int8 kernel survives",
     "softmax_max_elements": "largest 1-D softmax the runtime maps",
@@ -381,6 +404,34 @@ def _validate(raw: dict[str, Any], path: Path) -> None:
             raise ProfileError(f"Target profile {path}: key 'formats' may hold {', '.join(FORMATS)}; received {fmt!r}.")
     if raw["runtime"]["name"] == "tflite-micro+ethos-u" and "npu" not in raw:
         raise ProfileError(f"Target profile {path}: runtime 'tflite-micro+ethos-u' needs an [npu] section.")
+    if "latency" in raw:
+        _validate_latency(raw, path)
+
+
+def _validate_latency(raw: dict[str, Any], path: Path) -> None:
+    """A latency table is only usable with a clock, and every entry is a positive cycle count per op type."""
+    if not raw["device"].get("clock_mhz"):
+        raise ProfileError(
+            f"Target profile {path}: section [latency] needs 'device.clock_mhz' to turn cycles into time."
+        )
+    table = raw["latency"]["cycles_per_mac"]
+    if not table:
+        raise ProfileError(f"Target profile {path}: key 'latency.cycles_per_mac' must name at least one op type.")
+    for op, value in table.items():
+        if op != "default" and not (op.replace("_", "").isalnum() and op.upper() == op):
+            raise ProfileError(
+                f"Target profile {path}: key 'latency.cycles_per_mac.{op}' must be a TFLite op name in capitals "
+                "(CONV_2D, FULLY_CONNECTED) or 'default'."
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ProfileError(
+                f"Target profile {path}: key 'latency.cycles_per_mac.{op}' must be a positive number; received {value!r}."
+            )
+    overhead = raw["latency"].get("overhead_cycles_per_op", 0)
+    if overhead < 0:
+        raise ProfileError(
+            f"Target profile {path}: key 'latency.overhead_cycles_per_op' must not be negative; received {overhead}."
+        )
 
 
 def read_op_list(name: str, path: Path | None = None) -> frozenset[str]:
@@ -436,9 +487,20 @@ def load_profile(spec: str | Path) -> TargetProfile:
         npu=Npu(**raw["npu"]) if "npu" in raw else None,
         path=str(path),
         formats=tuple(raw.get("formats", ["tflite"])),
+        latency=_latency(raw.get("latency")),
         sources=sources,
     )
     return profile
+
+
+def _latency(table: dict[str, Any] | None) -> Latency | None:
+    if table is None:
+        return None
+    return Latency(
+        cycles_per_mac={str(k): float(v) for k, v in table["cycles_per_mac"].items()},
+        overhead_cycles_per_op=float(table.get("overhead_cycles_per_op", 0)),
+        basis=table["basis"],
+    )
 
 
 def load_profiles(spec: str) -> list[TargetProfile]:
@@ -472,7 +534,7 @@ def describe(profile: TargetProfile) -> str:
 
     for key in ("name", "title", "batch", "formats"):
         lines.append(f"{key} = {flat[key]!r}{origin(key)}")
-    for section in ("device", "runtime", "quantization", "ops", "memory", "benchmark", "npu"):
+    for section in ("device", "runtime", "quantization", "ops", "memory", "benchmark", "npu", "latency"):
         values = flat.get(section)
         if values is None:
             continue
