@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import UsageError
 from .profiles import IO_DTYPES
 
 INPUT_RANGES = ("0,1", "-1,1", "0,255")
+DENSE_QUANT = ("auto", "per-channel", "per-tensor")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,15 @@ class ExportOptions:
     unsafe: bool = False
     force: bool = False
     keep_workdir: bool = False
+    #: --prune: an exporter.compress.PruneSpec applied right after load (see exporter/compress).
+    prune: Any = None
+    # Microcontroller firmware (Cortex-M / Ethos-U targets): see docs/firmware.md.
+    c_name: str | None = None
+    depfile: Path | None = None
+    dense_quant: str = "auto"
+    arena_margin: float = 0.10
+    flash_budget: int | None = None
+    ram_budget: int | None = None
 
     def __post_init__(self) -> None:
         if self.calib_samples < 1:
@@ -76,6 +87,24 @@ class ExportOptions:
             raise UsageError("Pass either --input-range or --mean/--std, not both.")
         if self.input_shape is not None and any(d <= 0 for d in self.input_shape):
             raise UsageError(f"--input-shape needs positive sizes; received {list(self.input_shape)}.")
+        self._check_firmware()
+
+    def _check_firmware(self) -> None:
+        if self.dense_quant not in DENSE_QUANT:
+            raise UsageError(f"--dense-quant must be one of {', '.join(DENSE_QUANT)}; received {self.dense_quant!r}.")
+        if self.dense_quant == "per-tensor" and self.per_channel is True:
+            raise UsageError("--dense-quant per-tensor contradicts per-channel weights.", hint="Drop one of them.")
+        if not 0 <= self.arena_margin <= 10:
+            raise UsageError(
+                f"--arena-margin must be a percentage from 0 to 1000; received {100 * self.arena_margin:g}."
+            )
+        for flag, value in (("--flash-budget", self.flash_budget), ("--ram-budget", self.ram_budget)):
+            if value is not None and value <= 0:
+                raise UsageError(f"{flag} must be a positive number of bytes; received {value}.")
+        if self.c_name is not None:
+            from .devices.cortex_m.csource import Names
+
+            Names.from_option(self.c_name)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -88,6 +117,19 @@ def parse_shape(text: str) -> tuple[int, ...]:
     if not shape:
         raise UsageError(f"--input-shape must be integers like 1,96,96,3; received {text!r}.")
     return shape
+
+
+def parse_bytes(text: str, flag: str) -> int:
+    """``524288``, ``512K``/``512KiB`` or ``1.5M``/``1.5MiB`` -> bytes (K and M are 1024-based)."""
+    units = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2, "MIB": 1024**2}
+    cleaned = text.strip().replace("_", "").replace(",", "").upper()
+    number = cleaned.rstrip("KMIB")
+    unit = cleaned[len(number) :]
+    try:
+        value = float(number) * units[unit]
+    except (ValueError, KeyError) as exc:
+        raise UsageError(f"{flag} must be bytes like 524288, 512K or 1.5M; received {text!r}.") from exc
+    return int(value)
 
 
 def parse_floats(text: str, flag: str) -> tuple[float, ...]:

@@ -23,7 +23,7 @@ from .atomic import ensure_dir, scratch_dir, write_bytes, write_text
 from .calibrate.dataset import CalibrationSet
 from .convert.session import ConversionSession, Converted
 from .convert.tflite import QuantizationConfig
-from .devices import after_write, report_section
+from .devices import after_write, prepare, report_section
 from .errors import CalibrationDataError, EdgeportError, InputModelError, NotSupportedError, OutputPathError, UsageError
 from .guard import GuardSpec
 from .load.model import SourceModel
@@ -96,7 +96,7 @@ def export(
     opts = _options(options, calib, overrides)
     progress = progress or Progress(enabled=False)
     model_path = Path(model)
-    profiles = load_profiles(target if isinstance(target, str) else ",".join(target))
+    profiles = [_with_budgets(p, opts) for p in load_profiles(target if isinstance(target, str) else ",".join(target))]
 
     if not model_path.exists():
         raise InputModelError(f"Model file {model_path} does not exist.", hint="Check the path.")
@@ -108,6 +108,8 @@ def export(
     source = load_model(model_path, input_shape=opts.input_shape, unsafe=opts.unsafe)
     if opts.edgetpu_compat:
         _apply_edgetpu_compat(source)
+    if opts.prune is not None:
+        _apply_prune(source, opts, progress)
 
     progress.step("calibrate", "reading calibration data")
     calibration = None if source.is_tflite else _calibrate(source, opts)
@@ -139,7 +141,7 @@ def export(
         common = _common(source, calibration, evaluation)
         progress.step("write", "writing outputs")
         for (report, model), profile in zip(results, profiles, strict=True):
-            _write_target(report, model, out_dirs[profile.name], common, profile, source, onnx)
+            _write_target(report, model, out_dirs[profile.name], common, profile, source, onnx, opts)
         if opts.keep_workdir:
             shutil.copytree(work, Path(out_dirs[profiles[0].name]) / "_work", dirs_exist_ok=True)
     progress.done()
@@ -294,6 +296,57 @@ def _apply_edgetpu_compat(source: SourceModel) -> None:
     source.notes.extend(f"--edgetpu-compat: {change}" for change in changes)
 
 
+def _apply_prune(source: SourceModel, opts: ExportOptions, progress: Progress) -> None:
+    """--prune: prune (and with --train fine-tune) a copy of the loaded Keras model before calibration."""
+    if source.keras_model is None:
+        raise UsageError("--prune rewrites Keras weights; it needs a .keras or .h5 model.", hint="Drop --prune.")
+    from .compress import PruneSpec, prune_model
+    from .compress.api import load_labelled
+
+    spec = PruneSpec.parse(opts.prune) if isinstance(opts.prune, str) else opts.prune
+    pre = {"input_range": opts.input_range, "mean": list(opts.mean or []) or None, "std": list(opts.std or []) or None}
+    train = None
+    if spec.train:
+        train = load_labelled(spec.train, source.inputs, spec.train_samples, spec.seed, "Training", **pre)
+    evaluation = None
+    if opts.eval is not None:
+        try:
+            evaluation = load_labelled(opts.eval, source.inputs, opts.eval_samples, opts.seed + 1, "Evaluation", **pre)
+        except CalibrationDataError as exc:  # unlabelled --eval: prune anyway, without accuracy per step
+            log.info("pruning accuracy not measured: %s", exc)
+    progress.step("prune", spec.describe())
+    source.keras_model, pruned = prune_model(
+        source.keras_model, spec, train=train, eval=evaluation, verbose=progress.enabled
+    )
+    source.pruning = pruned.to_dict()  # read by _attach_sparsity for every target's report
+    source.notes.append(f"--prune: {spec.describe()} (the input file is unchanged)")
+
+
+def _attach_sparsity(
+    report: TargetReport, profile: TargetProfile, named: bytes, model: bytes, source: SourceModel
+) -> None:
+    """Per target: the pruned zeros that survived int8, and what they buy there (exporter.compress.sparsity)."""
+    from .compress.sparsity import sparsity_section
+
+    pruning = getattr(source, "pruning", None)
+    try:
+        section = sparsity_section(profile, model, source.keras_model, source.layers, named=named)
+    except EdgeportError as exc:
+        log.warning("sparsity not analysed: %s", exc)
+        section = None
+    if section is None and pruning is None:
+        return
+    section = section or {
+        "buys": ["no sparse weights: the model is dense (channel pruning makes it smaller, not sparser)"]
+    }
+    if pruning is not None:
+        section["pruning"] = pruning
+    survived = (section.get("zeros_survived") or {}).get("fraction")
+    if survived is not None and survived < 0.99:
+        report.warnings.append(f"Only {survived:.1%} of the pruned zeros are exact zeros in the int8 model.")
+    report.extra["sparsity"] = section
+
+
 def _export_onnx(source, profiles, opts, calibration, evaluation, work, progress) -> Any:
     """One ONNX export shared by every target that wants it (an error is kept when ONNX was only a default)."""
     wanted = [p for p in profiles if "onnx" in _formats(p, opts)]
@@ -413,7 +466,7 @@ def _benchmark_on_device(
 def _use_measured_arena(report: TargetReport, profile: TargetProfile, arena: int, opts: ExportOptions) -> None:
     """Replace the RAM estimate by TFLite Micro's measured arena: a measurement beats an estimate."""
     for index, check in enumerate(report.fit):
-        if check.resource == "ram":
+        if check.resource == "ram" and "tensor arena" not in check.method:  # MCU targets: already arena + I/O
             measured = FitCheck(
                 "ram", arena, profile.memory.ram_budget_bytes, "measured: TFLite Micro arena on the host (x86-64)"
             )
@@ -457,7 +510,8 @@ def _check_guard_inputs(guard: GuardSpec, checked: CalibrationSet | None) -> Non
 def _config_for(profile: TargetProfile, opts: ExportOptions) -> QuantizationConfig:
     io = opts.io_dtype or profile.quantization.io_dtype
     per_channel = profile.quantization.per_channel if opts.per_channel is None else opts.per_channel
-    return QuantizationConfig(io_dtype=io, per_channel=per_channel)
+    per_tensor_dense = profile.is_mcu and per_channel and opts.dense_quant == "per-tensor"
+    return QuantizationConfig(io_dtype=io, per_channel=per_channel, per_tensor_dense=per_tensor_dense)
 
 
 def _reference_outputs(source: SourceModel, checked: CalibrationSet | None, session: ConversionSession | None):
@@ -487,11 +541,14 @@ def _export_target(
     progress: Progress,
 ) -> tuple[TargetReport, bytes]:
     """Convert (or take the given .tflite), analyze, and apply the accuracy guard for one target."""
+    dense_choice = None
     if session is None:
         converted = Converted(source.tflite_bytes, {"scheme": "given .tflite (not reconverted)"})
     else:
-        converted = session.convert(_config_for(profile, opts))
+        converted, dense_choice = _convert_for_target(source, profile, session, checked, reference, opts)
     report = _analyze(source, profile, converted, checked, reference, opts)
+    if dense_choice is not None:
+        report.extra["dense_quantization"] = dense_choice.to_dict()
     want_layers = (
         session is not None and checked is not None and (opts.per_layer or guard.active or opts.eval is not None)
     )
@@ -508,7 +565,56 @@ def _export_target(
     model = converted.model
     if profile.is_mcu and session is not None:
         model = _compact_for_flash(report, model)
+    prepare(profile, model, report, opts)
+    _attach_sparsity(report, profile, converted.model, model, source)
     return report, model
+
+
+def _convert_for_target(
+    source: SourceModel,
+    profile: TargetProfile,
+    session: ConversionSession,
+    checked: CalibrationSet | None,
+    reference: list | None,
+    opts: ExportOptions,
+) -> tuple[Converted, Any]:
+    """The target's conversion; on an MCU with per-channel Dense weights, per-tensor Dense is converted
+    too and --dense-quant decides on both models' fidelity (exporter.devices.cortex_m.dense_quant)."""
+    config = _config_for(profile, opts)
+    if not profile.is_mcu or not config.per_channel:
+        return session.convert(config), None
+    from .devices.cortex_m import dense_quant
+    from .devices.cortex_m.dense_quant import Candidate, decide
+    from .verify.graph import TFLiteGraph
+
+    per_channel = session.convert(replace(config, per_tensor_dense=False))
+    saving = dense_quant.per_channel_dense_bytes(TFLiteGraph.from_bytes(per_channel.model))
+    if not saving:
+        return per_channel, None
+    if opts.dense_quant == "auto" and saving < dense_quant.MIN_SAVING_BYTES:
+        return per_channel, dense_quant.not_tried(Candidate("per-channel", len(per_channel.model), None), saving)
+    per_tensor = session.convert(replace(config, per_tensor_dense=True))
+
+    def candidate(scheme: str, converted: Converted) -> Candidate:
+        measured = reference is not None and checked is not None
+        return Candidate(
+            scheme, len(converted.model), _fidelity(converted.model, reference, checked, source) if measured else None
+        )
+
+    choice = decide(opts.dense_quant, candidate("per-channel", per_channel), candidate("per-tensor", per_tensor))
+    return (per_tensor if choice.chosen == "per-tensor" else per_channel), choice
+
+
+def _with_budgets(profile: TargetProfile, opts: ExportOptions) -> TargetProfile:
+    """--flash-budget / --ram-budget replace the profile's budgets (the report shows the values used)."""
+    if opts.flash_budget is None and opts.ram_budget is None:
+        return profile
+    memory = replace(
+        profile.memory,
+        flash_budget_bytes=opts.flash_budget if opts.flash_budget is not None else profile.memory.flash_budget_bytes,
+        ram_budget_bytes=opts.ram_budget if opts.ram_budget is not None else profile.memory.ram_budget_bytes,
+    )
+    return replace(profile, memory=memory)
 
 
 def _compact_for_flash(report: TargetReport, model: bytes) -> bytes:
@@ -651,11 +757,12 @@ def _analyze(
     reasons = [f.message for f in verification.errors]
     warnings = [f.message for f in verification.warnings] + list(source.notes)
     extra: dict[str, Any] = {}
-    section = report_section(profile, graph, source.layers)
+    section = report_section(profile, graph, source.layers, opts)
     if section is not None:
-        key, data, device_warnings = section
+        key, data, device_warnings, device_reasons = section
         extra[key] = data
         warnings += device_warnings
+        reasons += device_reasons
     if checked is not None:
         warnings += checked.warnings
     for check in fit:
@@ -751,6 +858,7 @@ def _write_target(
     profile: TargetProfile,
     source: SourceModel,
     onnx: Any,
+    opts: ExportOptions | None = None,
 ) -> None:
     """Write the target's files: model(s) unless not supported, then report.json, report.md, report.html."""
     from .report.html import render_html
@@ -761,7 +869,7 @@ def _write_target(
         if model is not None:
             write_bytes(directory / MODEL_FILE, model)
             report.artifacts.append(_artifact(MODEL_FILE, directory / MODEL_FILE, model))
-            after_write(profile, directory / MODEL_FILE, source.layers, report)
+            after_write(profile, directory / MODEL_FILE, source.layers, report, opts, source.path)
         if "onnx" in report.extra and not isinstance(onnx, Exception) and onnx is not None:
             for onnx_model in (onnx.float_model, onnx.int8_model):
                 if onnx_model is not None:

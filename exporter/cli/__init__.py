@@ -15,9 +15,9 @@ import traceback
 
 from .. import __version__
 from ..errors import EXIT_INTERNAL, EXIT_USAGE, EdgeportError
-from . import bench_cmd, edgetpu_cmd, export_cmd, report_cmd, targets_cmd
+from . import bench_cmd, compress_cmd, edgetpu_cmd, export_cmd, report_cmd, run_cmd, suggest_cmd, targets_cmd
 
-_COMMANDS = (export_cmd, targets_cmd, bench_cmd, report_cmd, edgetpu_cmd)
+_COMMANDS = (export_cmd, targets_cmd, bench_cmd, report_cmd, edgetpu_cmd, run_cmd, compress_cmd, suggest_cmd)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ..options import ExportOptions, parse_floats, parse_shape
+from ..options import ExportOptions, parse_bytes, parse_floats, parse_shape
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -98,6 +98,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="replace GELU/hard-swish activations with ReLU6 so the Edge TPU maps them",
     )
+    fw = parser.add_argument_group("firmware (Cortex-M, Ethos-U targets; see docs/firmware.md)")
+    fw.add_argument("--c-name", help="C name of the model array (default g_model; macros MODEL_*, RegisterModelOps)")
+    fw.add_argument(
+        "--depfile", type=Path, metavar="FILE", help="write a make dependency file (model, calibration data, profile)"
+    )
+    fw.add_argument(
+        "--dense-quant",
+        choices=["auto", "per-channel", "per-tensor"],
+        default="auto",
+        help="Dense weight quantization on MCUs; auto: per-tensor when it loses nothing measurable (default)",
+    )
+    fw.add_argument(
+        "--arena-margin", type=float, default=10.0, metavar="PCT", help="margin over the measured arena (default 10)"
+    )
+    fw.add_argument("--flash-budget", metavar="BYTES", help="override the profile's flash budget, e.g. 1M or 524288")
+    fw.add_argument("--ram-budget", metavar="BYTES", help="override the profile's RAM budget, e.g. 256K")
+    from .compress_cmd import add_prune_arguments
+
+    add_prune_arguments(parser.add_argument_group("pruning (prune after load, then convert; see 'edgeport compress')"))
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.set_defaults(run=run)
 
@@ -105,6 +124,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..pipeline import export
     from ..progress import Progress
+    from .compress_cmd import spec_from_args
 
     if args.unsafe:
         logging.getLogger("exporter").warning("--unsafe: safe_mode is off; code inside the model file may run.")
@@ -137,6 +157,13 @@ def run(args: argparse.Namespace) -> int:
         edgetpu_compat=args.edgetpu_compat,
         force=args.force,
         keep_workdir=args.debug,
+        prune=spec_from_args(args),
+        c_name=args.c_name,
+        depfile=args.depfile,
+        dense_quant=args.dense_quant,
+        arena_margin=args.arena_margin / 100.0,
+        flash_budget=parse_bytes(args.flash_budget, "--flash-budget") if args.flash_budget else None,
+        ram_budget=parse_bytes(args.ram_budget, "--ram-budget") if args.ram_budget else None,
     )
     progress = Progress(enabled=not args.quiet)
     result = export(args.model, target=args.target, options=options, progress=progress)

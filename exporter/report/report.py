@@ -280,6 +280,7 @@ def _extra_sections(extra: dict[str, Any]) -> list[str]:
             )
         if (tpu.get("tools") or {}).get("note"):
             lines.append(f"- {tpu['tools']['note']}")
+    lines += _cortex_m_lines(extra.get("cortex_m"))
     onnx = extra.get("onnx")
     if onnx:
         lines += ["", "## ONNX", "", f"- opset {onnx.get('opset')}, converter {onnx.get('converter')}"]
@@ -315,6 +316,11 @@ def _extra_sections(extra: dict[str, Any]) -> list[str]:
             arena = b.get("arena")
             if arena:
                 lines.append(f"| | TFLite Micro arena: {arena['bytes']:,} B ({arena.get('method', '')}) | | | | | | |")
+    sparsity = extra.get("sparsity")
+    if sparsity:
+        from ..compress.sparsity import render_markdown as render_sparsity
+
+        lines += render_sparsity(sparsity)
     device = extra.get("device_benchmark")
     if device:
         desc = device.get("device") or {}
@@ -332,6 +338,37 @@ def _extra_sections(extra: dict[str, Any]) -> list[str]:
                 f"- inference over {inference.get('count')} runs: avg {inference.get('avg')} us, min {inference.get('min')} us, "
                 f"max {inference.get('max')} us, std {inference.get('std')} us; init {timings.get('init')} us"
             )
+    return lines
+
+
+def _cortex_m_lines(section: Any) -> list[str]:
+    """Firmware facts for Cortex-M / Ethos-U targets (exporter.devices.cortex_m)."""
+    if not section:
+        return []
+    data = section.to_dict() if hasattr(section, "to_dict") else section
+    lines = ["", "## Firmware (TFLite Micro)", ""]
+    resolver = data.get("op_resolver") or {}
+    ops = ", ".join(o["method"] + "()" for o in resolver.get("ops", []))
+    lines.append(f"- op resolver: MicroMutableOpResolver<{resolver.get('count', 0)}> with {ops}")
+    arena = data.get("arena")
+    if arena:
+        lines.append(f"- MODEL_ARENA_SIZE {arena['bytes']:,} B: {arena['derivation']}")
+    latency = data.get("latency")
+    if latency:
+        lines.append(f"- device latency: {latency['estimated_ms']:.3f} ms, {latency['method']}")
+    vela = data.get("vela")
+    if vela:
+        lines.append(
+            f"- Vela {vela['vela_version']} ({vela['accelerator']}, {vela['system_config']}, {vela['memory_mode']}): "
+            f"SRAM {vela['sram_bytes']:,} B, off-chip flash {vela['off_chip_flash_bytes']:,} B, "
+            f"{vela['npu_ops']} NPU / {vela['cpu_ops']} CPU ops, {vela['cycles_npu']:,} NPU cycles, "
+            f"{vela['inference_ms']:.3f} ms (estimate)"
+        )
+        lines.extend(
+            f"  - on the CPU: {c['op']} `{c['output']}`: {c['reason']}" for c in vela.get("cpu_op_details", [])
+        )
+    if data.get("firmware_files"):
+        lines.append(f"- files: {', '.join('`' + f + '`' for f in data['firmware_files'])}")
     return lines
 
 
