@@ -1,4 +1,4 @@
-"""Run the real CLI entry point in-process and capture what a user would see."""
+"""Test helpers: run the real CLI entry point in-process, and import Keras the way edgeport does."""
 
 from __future__ import annotations
 
@@ -28,3 +28,13 @@ def run_cli(capsys, *args: str | Path) -> CliRun:
 
 def files_under(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file()) if path.exists() else []
+
+
+def quiet_keras():
+    """Keras, imported once and quietly (TensorFlow's start-up banners silenced), as the CLI does."""
+    from exporter.tfimport import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    import keras
+
+    return keras

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+from cli_helpers import quiet_keras
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EDGEPORT_SHARED_ASSETS", ROOT.parent / "shared" / "assets"))
@@ -19,15 +20,6 @@ def assets() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"real assets not found at {SHARED} (a fresh clone has no ../shared; CI has it)")
     return SHARED
-
-
-def _keras():
-    from exporter.tfimport import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    import keras
-
-    return keras
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +45,7 @@ def mnist_splits(mnist):
 @pytest.fixture(scope="session")
 def mnist_cnn_path(tmp_path_factory, mnist_splits):
     """A small CNN trained for 2 epochs on the MNIST train split (~10 s), saved as .keras."""
-    keras = _keras()
+    keras = quiet_keras()
     keras.utils.set_random_seed(0)
     x, y = mnist_splits["train"]
     model = keras.Sequential(
@@ -78,7 +70,7 @@ def mnist_cnn_path(tmp_path_factory, mnist_splits):
 @pytest.fixture(scope="session")
 def tiny_keras_path(tmp_path_factory):
     """An untrained 16x16x1 CNN (instant): for plumbing and error tests where accuracy is irrelevant."""
-    keras = _keras()
+    keras = quiet_keras()
     keras.utils.set_random_seed(1)
     model = keras.Sequential(
         [

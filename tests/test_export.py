@@ -9,22 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cli_helpers import files_under, run_cli
+from cli_helpers import files_under, quiet_keras, run_cli
 
 import exporter
 from exporter.errors import ConversionError
 from exporter.verify.graph import TFLiteGraph
 
 DATA = Path(__file__).parent / "data"
-
-
-def _keras():
-    from exporter.tfimport import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    import keras
-
-    return keras
 
 
 def _save(model, folder: Path, name: str) -> Path:
@@ -94,7 +85,7 @@ def test_int8_tflite_is_retargeted_without_reconversion(tmp_path, tiny_keras_pat
 
 
 def test_saved_model_directory_exports(tmp_path, tiny_calib_path):
-    keras = _keras()
+    keras = quiet_keras()
     import tensorflow as tf
 
     keras.utils.set_random_seed(3)
@@ -136,7 +127,7 @@ def test_tf23_era_saved_model_goes_through_compat_v1(tmp_path):
 
 
 def test_unsupported_op_exits_3_names_the_layer_and_writes_no_model(tmp_path, tiny_calib_path, capsys):
-    keras = _keras()
+    keras = quiet_keras()
     inputs = keras.Input((16, 16, 1))
     x = keras.layers.Conv2D(4, 3, name="features")(inputs)
     x = keras.layers.Activation("gelu", name="gelu_act")(x)
@@ -195,7 +186,7 @@ def test_model_too_large_for_the_board_exits_3_with_numbers(tmp_path, tiny_keras
 
 
 def test_float_ops_left_by_layernorm_are_named_for_integer_only_targets(tmp_path, tiny_calib_path):
-    keras = _keras()
+    keras = quiet_keras()
     inputs = keras.Input((16, 16, 1))
     x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
     x = keras.layers.LayerNormalization(name="my_layernorm")(x)
@@ -213,7 +204,7 @@ def test_float_ops_left_by_layernorm_are_named_for_integer_only_targets(tmp_path
 
 
 def test_tflm_softmax_limit_is_flagged_before_anyone_runs_it(tmp_path):
-    keras = _keras()
+    keras = quiet_keras()
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1000, activation="softmax", name="head")])
     path = _save(model, tmp_path, "wide.keras")
     calib = tmp_path / "x.npy"
@@ -225,7 +216,7 @@ def test_tflm_softmax_limit_is_flagged_before_anyone_runs_it(tmp_path):
 
 
 def test_converter_crash_on_non_unrolled_lstm_is_contained(tmp_path):
-    keras = _keras()
+    keras = quiet_keras()
     model = keras.Sequential([keras.Input((12, 4)), keras.layers.LSTM(8, name="my_lstm"), keras.layers.Dense(2)])
     path = _save(model, tmp_path, "lstm.keras")
     calib = tmp_path / "seq.npy"

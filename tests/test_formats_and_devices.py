@@ -5,24 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_helpers import files_under, run_cli
+from cli_helpers import files_under, quiet_keras, run_cli
 
 import exporter
-
-
-def _keras():
-    from exporter.tfimport import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    import keras
-
-    return keras
 
 
 @pytest.fixture(scope="module")
 def gelu_model(tmp_path_factory):
     """Conv -> exact GELU -> conv -> pool -> dense: GELU in the middle of the graph."""
-    keras = _keras()
+    keras = quiet_keras()
     keras.utils.set_random_seed(2)
     inputs = keras.Input((16, 16, 1), name="image")
     x = keras.layers.Conv2D(4, 3, activation="relu", name="conv_a")(inputs)

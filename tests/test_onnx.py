@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from cli_helpers import quiet_keras
 
 from exporter.calibrate import load_calibration
 from exporter.calibrate.dataset import CalibrationSet
@@ -20,15 +21,6 @@ from exporter.load import load_model
 AD_DIR = ("models", "mlperf_tiny", "anomaly_detection")
 AD_SAMPLE = "normal_id_01_00000000_hist_librosa.bin"
 AD_KERAS_SCORE = 9.4913  # float Keras on the shipped sample, mean MSE over 196 windows
-
-
-def _keras():
-    from exporter.tfimport import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    import keras
-
-    return keras
 
 
 def _session(path):
@@ -155,7 +147,7 @@ def test_mlperf_tiny_ad_int8_score_within_3_percent(assets, tmp_path):
 
 
 def _gelu_model(path):
-    keras = _keras()
+    keras = quiet_keras()
     keras.utils.set_random_seed(3)
     inputs = keras.Input((8,), name="features")
     x = keras.layers.Dense(16, name="hidden")(inputs)
@@ -181,7 +173,7 @@ def test_exact_gelu_fails_in_one_line_naming_the_layer_and_leaves_no_file(tmp_pa
 def test_the_suggested_fix_exports(tmp_path):
     import functools
 
-    keras = _keras()
+    keras = quiet_keras()
     source = load_model(_gelu_model(tmp_path / "gelu.keras"))
     source.keras_model.get_layer("act_gelu").activation = functools.partial(keras.activations.gelu, approximate=True)
     result = export_onnx(source, tmp_path / "out", calibration=None)
@@ -253,7 +245,7 @@ def test_rerun_is_byte_identical_and_keeps_mtimes(tiny_keras_path, tiny_calib_pa
 
 
 def test_tf2_saved_model_exports(tmp_path):
-    keras = _keras()
+    keras = quiet_keras()
     import tensorflow as tf
 
     keras.utils.set_random_seed(5)
@@ -289,7 +281,7 @@ def test_bad_arguments_are_usage_errors(kwargs, match, tiny_keras_path, tmp_path
 
 
 def test_two_inputs_two_outputs_keep_keras_names_and_order(tmp_path):
-    keras = _keras()
+    keras = quiet_keras()
     keras.utils.set_random_seed(7)
     image = keras.Input((6, 6, 1), name="image")
     meta = keras.Input((3,), name="meta")

@@ -5,23 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import quiet_keras, run_cli
 
 from exporter.suggest import suggest
 
 
-def _keras():
-    from exporter.tfimport import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    import keras
-
-    return keras
-
-
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    keras = _keras()
+    keras = quiet_keras()
     keras.utils.set_random_seed(4)
     folder = tmp_path_factory.mktemp("suggest")
     inputs = keras.Input((16, 16, 1))
