@@ -49,6 +49,16 @@ def outlier_model(tmp_path_factory):
     return path, folder
 
 
+def _export(capsys, outlier_model, out, target, *guard, labelled_eval=True):
+    """edgeport export of the outlier model, calibrated on 100 of its samples, with the given guard flags."""
+    path, folder = outlier_model
+    evaluation = ["--eval", f"{folder / 'eval.npz'}:x,y"] if labelled_eval else []
+    return run_cli(
+        capsys, "export", path, "--target", target, "--calib", folder / "calib.npy", "--calib-samples", "100",
+        *evaluation, *guard, "-o", out, "--quiet",
+    )  # fmt: skip
+
+
 def test_guard_spec_validation_and_measure():
     with pytest.raises(UsageError, match="percentage from 0 to 100"):
         GuardSpec(min_agreement_pct=120)
@@ -59,25 +69,7 @@ def test_guard_spec_validation_and_measure():
 
 
 def test_guard_tighter_than_int8_keeps_the_first_fallback_that_passes(outlier_model, tmp_path, capsys):
-    path, folder = outlier_model
-    run = run_cli(
-        capsys,
-        "export",
-        path,
-        "--target",
-        "android-arm64",
-        "--calib",
-        folder / "calib.npy",
-        "--calib-samples",
-        "100",
-        "--eval",
-        f"{folder / 'eval.npz'}:x,y",
-        "--min-agreement",
-        "90",
-        "-o",
-        tmp_path,
-        "--quiet",
-    )
+    run = _export(capsys, outlier_model, tmp_path, "android-arm64", "--min-agreement", "90")
     assert run.code == 0, run.err
     report = json.loads((tmp_path / "report.json").read_text())
     guard = report["guard"]
@@ -100,25 +92,7 @@ def test_guard_tighter_than_int8_keeps_the_first_fallback_that_passes(outlier_mo
 
 
 def test_guard_nothing_passes_exits_3_with_the_measured_drop(outlier_model, tmp_path, capsys):
-    path, folder = outlier_model
-    run = run_cli(
-        capsys,
-        "export",
-        path,
-        "--target",
-        "edgetpu",
-        "--calib",
-        folder / "calib.npy",
-        "--calib-samples",
-        "100",
-        "--eval",
-        f"{folder / 'eval.npz'}:x,y",
-        "--max-accuracy-drop",
-        "1",
-        "-o",
-        tmp_path,
-        "--quiet",
-    )
+    run = _export(capsys, outlier_model, tmp_path, "edgetpu", "--max-accuracy-drop", "1")
     assert run.code == 3
     assert (
         "Accuracy guard failed: int8 accuracy drop (pp) is" in run.err and "required accuracy drop <= 1 pp" in run.err
@@ -131,19 +105,5 @@ def test_guard_nothing_passes_exits_3_with_the_measured_drop(outlier_model, tmp_
 
 
 def test_max_accuracy_drop_needs_labels(outlier_model, tmp_path, capsys):
-    path, folder = outlier_model
-    run = run_cli(
-        capsys,
-        "export",
-        path,
-        "--target",
-        "android-arm64",
-        "--calib",
-        folder / "calib.npy",
-        "--max-accuracy-drop",
-        "1",
-        "-o",
-        tmp_path,
-        "--quiet",
-    )
+    run = _export(capsys, outlier_model, tmp_path, "android-arm64", "--max-accuracy-drop", "1", labelled_eval=False)
     assert run.code == 2 and "--max-accuracy-drop needs labelled evaluation data" in run.err
