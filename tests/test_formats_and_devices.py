@@ -48,6 +48,8 @@ def test_android_writes_tflite_and_onnx_with_benchmarks_side_by_side(tmp_path, t
     assert benches["tflite"]["latency"]["runs"] == 5 and len(benches["tflite"]["latency"]["timings_ms"]) == 5
     md = (tmp_path / "report.md").read_text()
     assert "## ONNX" in md and "## Host benchmark" in md and "Host timings are not device timings" in md
+    html = (tmp_path / "report.html").read_text()
+    assert "<h2>ONNX</h2>" in html and "<code>model_int8.onnx</code>" in html
 
 
 def test_generic_onnx_target_writes_only_onnx(tmp_path, tiny_keras_path, tiny_calib_path, capsys):
@@ -71,6 +73,7 @@ def test_cortex_m_ram_is_the_measured_arena_with_margin_plus_io(tmp_path, tiny_k
     assert measured <= firmware["arena"]["bytes"] <= 1.15 * measured + 16
     assert ram.needed_bytes == firmware["arena"]["bytes"] + firmware["io_bytes"]
     assert "tensor arena" in ram.method
+    assert "<h2>Firmware (TFLite Micro)</h2>" in (tmp_path / "report.html").read_text()
 
 
 def test_exact_gelu_with_explicit_onnx_format_fails_with_no_file(gelu_model, tmp_path, tiny_calib_path, capsys):
@@ -124,4 +127,5 @@ def test_edgetpu_report_names_the_first_cpu_layer_and_compat_fixes_it(gelu_model
     assert run.code == 0, run.err
     fixed = json.loads((tmp_path / "fixed" / "report.json").read_text())
     assert fixed["edgetpu"]["fully_mapped"] is True
+    assert "<h2>Edge TPU partition</h2>" in (tmp_path / "fixed" / "report.html").read_text()
     assert any("--edgetpu-compat" in note for note in fixed["model"]["notes"])

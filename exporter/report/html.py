@@ -14,6 +14,7 @@ from __future__ import annotations
 import html
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ def render_html(report_json: Mapping[str, Any]) -> str:
         _latency(r.get("benchmark")),
         _size(r.get("size_by_layer")),
         _layer_errors(r.get("layer_errors")),
+        _device_sections(r),
         _list_section("Warnings", r.get("warnings") or []),
         _artifacts(r.get("artifacts") or []),
         f'<p class="muted">edgeport {_e(r.get("edgeport_version", "?"))}; report schema '
@@ -463,6 +465,55 @@ def _layer_errors(errors: Mapping[str, Any] | None) -> str:
         )
         + f'<p class="muted">Worst {len(worst)} ops first{_e(more)}.</p>'
     )
+
+
+def _device_sections(r: Mapping[str, Any]) -> str:
+    """Edge TPU, firmware, ONNX, sparsity and device sections: the same text report.md shows.
+
+    One renderer (``report._extra_sections``) owns what those sections say; this turns its small
+    Markdown subset (headings, bullets, tables, italics, code spans) into escaped HTML.
+    """
+    from .report import _extra_sections
+
+    lines = _extra_sections({k: v for k, v in r.items() if k != "benchmark"})
+    out: list[str] = []
+    table: list[list[str]] = []
+
+    def inline(text: str) -> str:
+        escaped = _e(text)
+        return re.sub(r"`([^`]+)`", r"<code>\1</code>", re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", escaped))
+
+    def flush() -> None:
+        if table:
+            header, *rows = [row for row in table if not set("".join(row)) <= set("-: ")]
+            out.append(_table(header, rows) if rows else _table(header, []))
+            table.clear()
+
+    in_list = False
+    for line in lines:
+        if line.startswith("|"):
+            table.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+            continue
+        flush()
+        if line.startswith("- "):
+            if not in_list:
+                out.append("<ul>")
+                in_list = True
+            out.append(f"<li>{inline(line[2:])}</li>")
+            continue
+        if in_list:
+            out.append("</ul>")
+            in_list = False
+        if line.startswith("## "):
+            out.append(f"<h2>{inline(line[3:])}</h2>")
+        elif line.startswith("_") and line.endswith("_") and len(line) > 2:
+            out.append(f'<p class="muted">{inline(line[1:-1])}</p>')
+        elif line.strip():
+            out.append(f"<p>{inline(line)}</p>")
+    flush()
+    if in_list:
+        out.append("</ul>")
+    return "\n".join(out)
 
 
 def _list_section(title: str, items: Sequence[Any]) -> str:
