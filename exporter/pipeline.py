@@ -328,7 +328,7 @@ def _attach_sparsity(
     """Per target: the pruned zeros that survived int8, and what they buy there (exporter.compress.sparsity)."""
     from .compress.sparsity import sparsity_section
 
-    pruning = getattr(source, "pruning", None)
+    pruning = source.pruning
     try:
         section = sparsity_section(profile, model, source.keras_model, source.layers, named=named)
     except EdgeportError as exc:

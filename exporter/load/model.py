@@ -40,6 +40,8 @@ class SourceModel:
     layers: dict[str, str] = field(default_factory=dict)
     #: Warnings the user should see (compat fixes applied, safe mode lifted, ...).
     notes: list[str] = field(default_factory=list)
+    #: Set by ``export --prune``: the pruning report (steps, accuracy), shown in every target's sparsity section.
+    pruning: dict[str, Any] | None = None
 
     @property
     def name(self) -> str:

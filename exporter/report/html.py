@@ -470,12 +470,12 @@ def _layer_errors(errors: Mapping[str, Any] | None) -> str:
 def _device_sections(r: Mapping[str, Any]) -> str:
     """Edge TPU, firmware, ONNX, sparsity and device sections: the same text report.md shows.
 
-    One renderer (``report._extra_sections``) owns what those sections say; this turns its small
+    One renderer (``report.extra_sections``) owns what those sections say; this turns its small
     Markdown subset (headings, bullets, tables, italics, code spans) into escaped HTML.
     """
-    from .report import _extra_sections
+    from .report import extra_sections
 
-    lines = _extra_sections({k: v for k, v in r.items() if k != "benchmark"})
+    lines = extra_sections({k: v for k, v in r.items() if k != "benchmark"})
     out: list[str] = []
     table: list[list[str]] = []
 

@@ -256,7 +256,7 @@ def render_markdown(report: TargetReport, common: dict[str, Any]) -> str:
             lines.append(
                 f"| {row.get('layer') or row.get('tensor')} | {row.get('op')} | {local} | {snr} | {_num(row.get('rmse_over_range'))} |"
             )
-    lines += _extra_sections(report.extra)
+    lines += extra_sections(report.extra)
     if report.warnings:
         lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
     if report.artifacts:
@@ -267,7 +267,7 @@ def render_markdown(report: TargetReport, common: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _extra_sections(extra: dict[str, Any]) -> list[str]:
+def extra_sections(extra: dict[str, Any]) -> list[str]:
     """Edge TPU partition, ONNX files and host benchmarks, when the export produced them."""
     lines: list[str] = []
     tpu = extra.get("edgetpu")
