@@ -34,6 +34,8 @@ class ExportOptions:
     onnx_opset: int = 17
     onnx_dynamic_batch: bool = False
     onnx_calibrate: str = "minmax"
+    #: Also write model_int8.tflite.gz (exporter.analyze.compressed.gzip_best) for compressed downloads.
+    gzip: bool = False
     bench: bool = False
     bench_runs: int | None = None
     bench_device: str | None = None

@@ -55,15 +55,35 @@ def test_targets_sharing_a_quantization_config_share_one_conversion(tmp_path, ti
 
 
 def test_rerun_is_byte_identical_and_keeps_mtimes(tmp_path, tiny_keras_path, tiny_calib_path):
-    args = dict(target="cortex-m4", calib=str(tiny_calib_path), output_dir=tmp_path)
+    args = dict(target="cortex-m4", calib=str(tiny_calib_path), output_dir=tmp_path, gzip=True)
     exporter.export(tiny_keras_path, **args)
-    model = tmp_path / "model_int8.tflite"
-    first_bytes, first_mtime = model.read_bytes(), model.stat().st_mtime_ns
+    outputs = [tmp_path / "model_int8.tflite", tmp_path / "model_int8.tflite.gz"]
+    first = [(p.read_bytes(), p.stat().st_mtime_ns) for p in outputs]
     time.sleep(0.05)
     exporter.export(tiny_keras_path, **args)
-    assert model.read_bytes() == first_bytes
-    assert model.stat().st_mtime_ns == first_mtime, "an unchanged output must not be rewritten"
+    assert [(p.read_bytes(), p.stat().st_mtime_ns) for p in outputs] == first, "unchanged outputs are not rewritten"
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_gzip_flag_writes_a_gunzip_able_twin_and_a_later_run_without_it_removes_it(
+    tmp_path, tiny_keras_path, tiny_calib_path, capsys
+):
+    import gzip
+
+    args = ("export", tiny_keras_path, "--target", "android-arm64", "--calib", tiny_calib_path, "-o", tmp_path)
+    run = run_cli(capsys, *args, "--format", "tflite", "--gzip", "--quiet")
+    assert run.code == 0, run.err
+    model, packed = tmp_path / "model_int8.tflite", tmp_path / "model_int8.tflite.gz"
+    assert gzip.decompress(packed.read_bytes()) == model.read_bytes()
+    assert packed.stat().st_size <= len(gzip.compress(model.read_bytes(), 9))  # never worse than gzip -9
+    report = json.loads((tmp_path / "report.json").read_text())
+    listed = {a["name"]: a["bytes"] for a in report["artifacts"]}
+    assert listed["model_int8.tflite.gz"] == packed.stat().st_size
+    assert "model_int8.tflite.gz:" in (tmp_path / "report.md").read_text()
+    # Without --gzip the old .gz would describe whatever model came before: it is removed, not left stale.
+    assert run_cli(capsys, *args, "--format", "tflite", "--quiet").code == 0
+    assert model.is_file() and not packed.exists()
+    assert "model_int8.tflite.gz" not in {a["name"] for a in json.loads((tmp_path / "report.json").read_text())["artifacts"]}
 
 
 def test_input_model_is_never_modified(tmp_path, tiny_keras_path, tiny_calib_path):

@@ -84,6 +84,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="minmax",
         help="int8 ONNX calibration method",
     )
+    fmt.add_argument(
+        "--gzip",
+        action="store_true",
+        help="also write model_int8.tflite.gz, the smallest gzip zlib makes (OTA/download size; sparse models gain most)",
+    )
     dev = parser.add_argument_group("device")
     dev.add_argument(
         "--bench", action="store_true", help="time each written model through the target's interpreter on this host"
@@ -150,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
         onnx_opset=args.onnx_opset,
         onnx_dynamic_batch=args.onnx_dynamic_batch,
         onnx_calibrate=args.onnx_calibrate,
+        gzip=args.gzip,
         bench=args.bench,
         bench_runs=args.bench_runs,
         bench_device=args.bench_device,

@@ -1,0 +1,106 @@
+"""Write one target's files, each atomically, only after every step succeeded.
+
+The model (and its .gz twin with --gzip, ONNX files where written), then report.json, report.md and
+report.html: a failed run leaves the previous outputs as they were, and an unchanged file keeps its
+mtime so make does not rebuild what depends on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..atomic import ensure_dir, write_bytes, write_text
+from ..calibrate.dataset import CalibrationSet
+from ..devices import after_write
+from ..load.model import SourceModel
+from ..options import ExportOptions
+from ..profiles import TargetProfile
+from ..report.report import VERDICT_NOT_SUPPORTED, Artifact, TargetReport, render_markdown
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model_int8.tflite"
+GZIP_FILE = MODEL_FILE + ".gz"
+
+
+def common_facts(
+    source: SourceModel, calibration: CalibrationSet | None, evaluation: CalibrationSet | None = None
+) -> dict[str, Any]:
+    return {
+        "edgeport_version": __version__,
+        "model": {
+            "name": source.name,
+            "path": str(source.path),
+            "format": source.format,
+            "loader": source.loader,
+            "inputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in source.inputs],
+            "outputs": [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype} for s in source.outputs],
+            "notes": list(source.notes),
+        },
+        "calibration": calibration.to_dict() if calibration is not None else None,
+        "evaluation": evaluation.to_dict() if evaluation is not None else None,
+    }
+
+
+def write_target(
+    report: TargetReport,
+    model: bytes | None,
+    directory: Path,
+    common: dict[str, Any],
+    profile: TargetProfile,
+    source: SourceModel,
+    onnx: Any,
+    opts: ExportOptions | None = None,
+) -> None:
+    """Write the target's files: model(s) unless not supported, then report.json, report.md, report.html."""
+    from ..report.html import render_html
+
+    ensure_dir(directory)
+    report.output_dir = str(directory)
+    if report.verdict != VERDICT_NOT_SUPPORTED:
+        if model is not None:
+            write_bytes(directory / MODEL_FILE, model)
+            report.artifacts.append(artifact(MODEL_FILE, directory / MODEL_FILE, model))
+            write_gzipped(report, model, directory, bool(opts and opts.gzip))
+            after_write(profile, directory / MODEL_FILE, source.layers, report, opts, source.path)
+        if "onnx" in report.extra and not isinstance(onnx, Exception) and onnx is not None:
+            for onnx_model in (onnx.float_model, onnx.int8_model):
+                if onnx_model is not None:
+                    data = Path(onnx_model.path).read_bytes()
+                    write_bytes(directory / Path(onnx_model.path).name, data)
+                    report.artifacts.append(
+                        artifact(Path(onnx_model.path).name, directory / Path(onnx_model.path).name, data)
+                    )
+    data = report.to_dict(common)
+    write_text(directory / "report.md", render_markdown(report, common))
+    write_text(directory / "report.html", render_html(data))
+    write_text(directory / "report.json", report.to_json(common))
+
+
+def write_gzipped(report: TargetReport, model: bytes, directory: Path, wanted: bool) -> None:
+    """--gzip: model_int8.tflite.gz for compressed downloads; without it, a .gz left by an earlier run goes.
+
+    A stale .gz would hold a different model than the .tflite beside it, and make would ship it.
+    """
+    from ..analyze.compressed import gzip_best
+
+    path = directory / GZIP_FILE
+    if not wanted:
+        if path.exists():
+            path.unlink()
+            log.info("removed %s from an earlier --gzip run: it no longer matches %s", path, MODEL_FILE)
+        return
+    data, strategy = gzip_best(model)
+    write_bytes(path, data)
+    report.artifacts.append(artifact(GZIP_FILE, path, data))
+    report.conversion["gzip"] = (
+        f"{GZIP_FILE}: {len(data):,} B ({len(data) / len(model):.0%} of {len(model):,} B; zlib level 9, {strategy} strategy)"
+    )
+
+
+def artifact(name: str, path: Path, data: bytes) -> Artifact:
+    return Artifact(name=name, path=str(path), bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
