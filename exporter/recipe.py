@@ -358,8 +358,9 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, progress: Any = None,
         progress.step(step.kind, f"step {step.index}/{len(recipe.steps)}")
         started = time.perf_counter()
         folder = recipe.output_dir / step.label
+        problem = None
         if step.kind == "export":
-            outcome = _export(step, current_path, recipe, folder, evaluation)
+            outcome, problem = _export(step, current_path, recipe, folder, evaluation)
         else:
             current, detail = _compress_step(step, current, original, recipe, train, evaluation, verbose)
             current_path = folder / "model.keras"
@@ -375,14 +376,15 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, progress: Any = None,
             StepResult(step.label, step.kind, acc, drop, params, artifacts, time.perf_counter() - started, detail, ok)
         )
         if not ok:
-            result.stopped_at = step.label
-            result.message = (
+            problem = (
                 f"Guard broken at {step.label}: accuracy {acc:.2%} is {drop:.2f} pp below the original "
                 f"{result.baseline_accuracy:.2%}; max_accuracy_drop is {recipe.max_accuracy_drop:g} pp. "
                 f"Stopped; artifacts so far are kept in {recipe.output_dir}."
             )
+        if problem is not None:
+            result.stopped_at, result.message = step.label, problem
         _write_report(recipe, result)
-        if not ok:
+        if problem is not None:
             break
     progress.done()
     return result
@@ -446,8 +448,12 @@ def _compress_step(step, current, original, recipe, train, evaluation, verbose) 
     return model, report.to_dict()
 
 
-def _export(step, model_path, recipe, folder, evaluation) -> tuple[float | None, int | None, list[str], dict[str, Any]]:
-    """Export to every target; the guard sees the worst int8 accuracy among them (measured with LiteRT)."""
+def _export(step, model_path, recipe, folder, evaluation) -> tuple[tuple, str | None]:
+    """Export to every target; the guard sees the worst int8 accuracy among them (measured with LiteRT).
+
+    A target that cannot run the model is not an error of the recipe but its result: the step is
+    recorded with each target's reasons, and the message stops the run (exit 3) like a broken guard.
+    """
     from .analyze.inference import run_tflite
     from .compress.finetune import class_labels
     from .pipeline import MODEL_FILE, export
@@ -469,10 +475,11 @@ def _export(step, model_path, recipe, folder, evaluation) -> tuple[float | None,
             entry["accuracy_how"] = "measured (host, LiteRT), int8 model on the evaluation data"
             worst = acc if worst is None else min(worst, acc)
         detail[report.target] = entry
+    problem = None
     if result.exit_code:
-        raise NotSupportedError(
-            f"Export step {step.label}: "
-            + "; ".join(f"{t}: {', '.join(d['reasons'][:2])}" for t, d in detail.items() if d["reasons"]),
-            hint=f"The reports are in {folder}.",
+        problem = (
+            f"Export step {step.label} is not supported: "
+            + "; ".join(f"{t}: {', '.join(d['reasons'][:2])}" for t, d in detail.items() if d["reasons"])
+            + f". Stopped; the reports are in {folder}."
         )
-    return worst, None, artifacts, detail
+    return (worst, None, artifacts, detail), problem

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import quiet_keras, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +109,29 @@ targets = "cortex-m4"
     assert first["guard_ok"] and not second["guard_ok"] and second["drop_pp"] > 10.0
     assert (out / "01_prune" / "model.keras").is_file() and (out / "02_prune" / "model.keras").is_file()
     assert not (out / "03_export").exists()
+
+
+def test_export_step_a_target_cannot_run_is_recorded_and_stops_with_exit_3(recipe_dir, capsys):
+    keras = quiet_keras()
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(4, 3, name="features")(inputs)
+    x = keras.layers.Activation("gelu", name="gelu_act")(x)  # no int8 GELU kernel in TFLite Micro
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x)).save(recipe_dir / "gelu.keras")
+    recipe = recipe_dir / "gelu.toml"
+    recipe.write_text(
+        'model = "gelu.keras"\nseed = 0\noutput_dir = "gelu_out"\n[data]\neval = "eval.npz:x,y"\n'
+        'calib = "calib.npz:x"\n[[step]]\nkind = "export"\ntargets = ["cortex-m4"]\n'
+    )
+    run = run_cli(capsys, "run", recipe, "--quiet")
+    assert run.code == 3, run.err
+    assert "Export step 01_export is not supported" in run.error_line and "gelu_act" in run.error_line
+    report = json.loads((recipe_dir / "gelu_out" / "recipe_report.json").read_text())
+    assert report["stopped_at"] == "01_export" and "not supported" in report["message"]
+    (step,) = report["steps"]
+    m4 = step["detail"]["cortex-m4"]
+    assert m4["verdict"] == "not supported" and any("gelu_act" in reason for reason in m4["reasons"])
+    assert not (recipe_dir / "gelu_out" / "01_export" / "model_int8.tflite").exists()
 
 
 @pytest.mark.parametrize(
