@@ -85,7 +85,10 @@ def wide_cnn_path(tmp_path_factory, mnist_splits):
 @pytest.fixture(scope="module")
 def wide_dense_export(tmp_path_factory, wide_cnn_path, mnist_files):
     out = tmp_path_factory.mktemp("wide_dense")
-    export(wide_cnn_path, "android-arm64", calib=f"{mnist_files['calib']}:x", output_dir=out, formats=("tflite",))
+    export(
+        wide_cnn_path, "android-arm64", calib=f"{mnist_files['calib']}:x", output_dir=out, formats=("tflite",),
+        gzip=True,
+    )  # fmt: skip
     return out / "model_int8.tflite"
 
 
@@ -177,18 +180,30 @@ def test_unstructured_50pct_cuts_gzip_by_30pct_when_weights_dominate(
     spec = PruneSpec.parse("0.5", default_skips=False, train=f"{mnist_files['train']}:x,y", epochs=2)
     result = export(
         wide_cnn_path, "android-arm64", calib=f"{mnist_files['calib']}:x", output_dir=tmp_path, prune=spec,
-        formats=("tflite",),
+        formats=("tflite",), gzip=True,
     )  # fmt: skip
-    survived = result.report("android-arm64").extra["sparsity"]["zeros_survived"]
+    section = result.report("android-arm64").extra["sparsity"]
+    survived = section["zeros_survived"]
     assert survived["fraction"] >= 0.99 and not survived["unmatched_layers"]  # conv2 is fused with bn2 + relu2
     pruned = tmp_path / "model_int8.tflite"
     assert pruned.stat().st_size == wide_dense_export.stat().st_size  # uncompressed: no smaller at all
-    drop = 1 - _gzip(pruned) / _gzip(wide_dense_export)
-    # gzip -9 of int8 weights at 50% zeros: ~32% smaller weight bytes; the file's ~2.7 KB of flatbuffer
-    # structure does not shrink, so the whole file lands at ~28-30% (measured 29.9% on this model).
+    # The .tflite.gz edgeport ships (--gzip) against the dense model's: the must-show number.
+    shipped = Path(f"{pruned}.gz").stat().st_size / Path(f"{wide_dense_export}.gz").stat().st_size
+    assert 1 - shipped >= 0.30, shipped
+    # The gzip tool's -9 loses 4-5 points of that to 3-byte zero matches (exporter/analyze/compressed.py):
+    # the weight bytes alone still drop >= 30%, the whole file ~29-30% (its ~3.7 KB of scales, biases and
+    # flatbuffer structure does not shrink).
     weights = 1 - _weights_gzip(pruned) / _weights_gzip(wide_dense_export)
     assert weights >= 0.30, weights
+    drop = 1 - _gzip(pruned) / _gzip(wide_dense_export)
     assert drop >= 0.27, drop
+    assert 1 - shipped > drop
+    # The report measures against the dense twin (zeros refilled from the surviving, larger values, so
+    # more compressible than the real dense model: a conservative baseline), with both encoders.
+    size = section["size"]
+    assert size["best_gzip_bytes"] == Path(f"{pruned}.gz").stat().st_size
+    assert size["best_gzip_saving"] > size["gzip_saving"] > 0.2
+    assert any("edgeport's .tflite.gz" in line for line in section["buys"])
 
 
 def test_channel_pruning_removes_half_the_middle_filters_and_shrinks_the_tflite(
