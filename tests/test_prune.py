@@ -179,10 +179,13 @@ def test_unstructured_50pct_cuts_gzip_by_30pct_when_weights_dominate(
 ):
     spec = PruneSpec.parse("0.5", default_skips=False, train=f"{mnist_files['train']}:x,y", epochs=2)
     result = export(
-        wide_cnn_path, "android-arm64", calib=f"{mnist_files['calib']}:x", output_dir=tmp_path, prune=spec,
-        formats=("tflite",), gzip=True,
+        wide_cnn_path, "android-arm64", calib=f"{mnist_files['calib']}:x", eval=f"{mnist_files['eval']}:x,y",
+        output_dir=tmp_path, prune=spec, formats=("tflite",), gzip=True,
     )  # fmt: skip
     section = result.report("android-arm64").extra["sparsity"]
+    steps = section["pruning"]["steps"]  # the whole must-show on one model: accuracy, zeros, gzip
+    assert steps[-1]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert steps[-1]["accuracy"] >= steps[0]["accuracy"] - 0.01, steps
     survived = section["zeros_survived"]
     assert survived["fraction"] >= 0.99 and not survived["unmatched_layers"]  # conv2 is fused with bn2 + relu2
     pruned = tmp_path / "model_int8.tflite"
