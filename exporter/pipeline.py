@@ -428,7 +428,9 @@ def _convert_for_target(
     def candidate(scheme: str, converted: Converted) -> Candidate:
         measured = reference is not None and checked is not None
         return Candidate(
-            scheme, len(converted.model), measure_fidelity(converted.model, reference, checked, source) if measured else None
+            scheme,
+            len(converted.model),
+            measure_fidelity(converted.model, reference, checked, source) if measured else None,
         )
 
     choice = decide(opts.dense_quant, candidate("per-channel", per_channel), candidate("per-tensor", per_tensor))

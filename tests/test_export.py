@@ -83,7 +83,9 @@ def test_gzip_flag_writes_a_gunzip_able_twin_and_a_later_run_without_it_removes_
     # Without --gzip the old .gz would describe whatever model came before: it is removed, not left stale.
     assert run_cli(capsys, *args, "--format", "tflite", "--quiet").code == 0
     assert model.is_file() and not packed.exists()
-    assert "model_int8.tflite.gz" not in {a["name"] for a in json.loads((tmp_path / "report.json").read_text())["artifacts"]}
+    assert "model_int8.tflite.gz" not in {
+        a["name"] for a in json.loads((tmp_path / "report.json").read_text())["artifacts"]
+    }
 
 
 def test_input_model_is_never_modified(tmp_path, tiny_keras_path, tiny_calib_path):
