@@ -4,7 +4,7 @@ Run from the repository root (needs ../shared/assets for MNIST):
 
     .venv/bin/python benchmarks/pruning.py
 
-It trains a small MNIST CNN (two middle convs and a hidden Dense, ~70k weights) on a seeded 60% split
+It trains a small MNIST CNN (two middle convs and a hidden Dense, ~48k weights) on a seeded 60% split
 of the real MNIST test set, prunes it three ways with ``exporter.compress`` (each fine-tuned 2 epochs
 on the same split), exports every variant with ``exporter.export`` for android-arm64 and
 cortex-m55-ethos-u55, and writes benchmarks/pruning_results.md (atomically): float and int8 accuracy
@@ -77,23 +77,11 @@ def mnist_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def train_cnn(path: Path, train: tuple[np.ndarray, np.ndarray]) -> None:
     import keras
 
+    sys.path.insert(0, str(ROOT / "scripts"))  # the same CNN tests/test_prune.py checks
+    from mnist_models import wide_cnn
+
     keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28, 1), name="image"),
-            keras.layers.Conv2D(16, 3, activation="relu", name="conv1"),
-            keras.layers.MaxPooling2D(2, name="pool1"),
-            keras.layers.Conv2D(32, 3, name="conv2"),
-            keras.layers.BatchNormalization(name="bn2"),
-            keras.layers.ReLU(name="relu2"),
-            keras.layers.Conv2D(32, 3, activation="relu", name="conv3"),
-            keras.layers.MaxPooling2D(2, name="pool3"),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(64, activation="relu", name="fc"),
-            keras.layers.Dense(10, activation="softmax", name="classifier"),
-        ]
-    )
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = wide_cnn()
     model.fit(*train, epochs=2, batch_size=64, verbose=0)
     model.save(path)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cli_helpers import run_cli
+from mnist_models import wide_cnn
 
 from exporter import export
 from exporter.compress import PruneSpec, compress, prune_model
@@ -51,7 +52,7 @@ def mnist_files(tmp_path_factory, mnist_splits):
 
 @pytest.fixture(scope="module")
 def wide_cnn_path(tmp_path_factory, mnist_splits):
-    """A slightly larger MNIST CNN (two middle convs, a hidden Dense): ~70k weights dominate its file, as in real models."""
+    """The benchmark's MNIST CNN (scripts/mnist_models.py), trained 1 epoch: ~48k weights dominate its file."""
     from exporter.tfimport import import_tensorflow_quietly
 
     import_tensorflow_quietly()
@@ -59,23 +60,7 @@ def wide_cnn_path(tmp_path_factory, mnist_splits):
 
     keras.utils.set_random_seed(0)
     x, y = mnist_splits["train"]
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28, 1), name="image"),
-            keras.layers.Conv2D(16, 3, activation="relu", name="conv1"),
-            keras.layers.MaxPooling2D(2, name="pool1"),
-            keras.layers.Conv2D(32, 3, name="conv2"),
-            keras.layers.BatchNormalization(name="bn2"),
-            keras.layers.ReLU(name="relu2"),
-            keras.layers.Conv2D(32, 3, activation="relu", name="conv3"),
-            keras.layers.MaxPooling2D(2, name="pool3"),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(64, activation="relu", name="fc"),
-            keras.layers.Dense(10, activation="softmax", name="classifier"),
-        ],
-        name="wide_cnn",
-    )
-    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model = wide_cnn()
     model.fit(x, y, epochs=1, batch_size=64, verbose=0)
     path = tmp_path_factory.mktemp("wide") / "wide_cnn.keras"
     model.save(path)
