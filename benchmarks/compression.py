@@ -13,7 +13,6 @@ after 50 warm-up runs). Host timings compare models; they do not predict a devic
 from __future__ import annotations
 
 import argparse
-import gzip
 import platform
 import statistics
 import sys
@@ -24,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+#: scripts/mnist_models.py: the data splits and CNNs the tests train, so results and tests share them.
+sys.path.insert(0, str(ROOT / "scripts"))
 ASSETS = ROOT.parent / "shared" / "assets"
 
 
@@ -35,11 +36,12 @@ def main() -> int:
 
     import_tensorflow_quietly()
     import keras
+    from mnist_models import load_mnist_splits, two_conv_cnn
 
     from exporter import export
+    from exporter.analyze.compressed import gzip9_size
     from exporter.analyze.inference import _interpreter, run_tflite
     from exporter.atomic import write_text
-    from exporter.calibrate import load_mnist_idx, split_indices
     from exporter.compress import (
         DistillSpec,
         LowRankSpec,
@@ -52,26 +54,11 @@ def main() -> int:
     )  # fmt: skip
     from exporter.compress.finetune import fine_tune
 
-    folder = ASSETS / "datasets" / "mnist_test"
-    images, labels = load_mnist_idx(folder / "t10k-images-idx3-ubyte.gz", folder / "t10k-labels-idx1-ubyte.gz")
-    x = (images.astype("float32") / 255.0)[..., None]
-    parts = split_indices(len(x), {"train": 0.6, "calib": 0.1, "eval": 0.3}, seed=0)
-    train, calib, evaluation = ((x[parts[k]], labels[parts[k]]) for k in ("train", "calib", "eval"))
+    splits = load_mnist_splits(ASSETS)
+    train, calib, evaluation = (splits[k] for k in ("train", "calib", "eval"))
 
     keras.utils.set_random_seed(0)
-    base = keras.Sequential(
-        [
-            keras.Input((28, 28, 1), name="image"),
-            keras.layers.Conv2D(16, 3, activation="relu", name="conv1"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Conv2D(32, 3, activation="relu", name="conv2"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Flatten(),
-            keras.layers.Dense(128, activation="relu", name="hidden"),
-            keras.layers.Dense(10, activation="softmax", name="classifier"),
-        ]
-    )
-    base.compile("adam", "sparse_categorical_crossentropy")
+    base = two_conv_cnn(16, 32, 128)
     base.fit(*train, epochs=4, batch_size=64, verbose=0)
 
     variants = {"baseline (int8 only)": base}
@@ -112,7 +99,7 @@ def main() -> int:
                     name,
                     model.count_params(),
                     len(blob),
-                    len(gzip.compress(blob, 9)),
+                    gzip9_size(blob),
                     acc,
                     statistics.median(times) * 1e6,
                 )

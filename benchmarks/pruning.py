@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+#: scripts/mnist_models.py: the data splits and CNNs the tests train, so results and tests share them.
+sys.path.insert(0, str(ROOT / "scripts"))
 ASSETS = Path(os.environ.get("EDGEPORT_SHARED_ASSETS", ROOT.parent / "shared" / "assets"))
 RESULTS = ROOT / "benchmarks" / "pruning_results.md"
 VARIANTS = (("dense", None), ("50% unstructured", "0.5"), ("2:4", "2:4"), ("channels 50%", "channels:0.5"))
@@ -65,19 +67,13 @@ def interleaved_ms(paths: list[Path], rounds: int = 40, batch: int = 200) -> lis
 
 
 def mnist_splits() -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    from exporter.calibrate import load_mnist_idx, split_indices
+    from mnist_models import load_mnist_splits
 
-    folder = ASSETS / "datasets" / "mnist_test"
-    images, labels = load_mnist_idx(folder / "t10k-images-idx3-ubyte.gz", folder / "t10k-labels-idx1-ubyte.gz")
-    x = (images.astype("float32") / 255.0)[..., None]
-    parts = split_indices(len(x), {"train": 0.6, "calib": 0.1, "eval": 0.3}, seed=0)
-    return {name: (x[idx], labels[idx]) for name, idx in parts.items()}
+    return load_mnist_splits(ASSETS)
 
 
 def train_cnn(path: Path, train: tuple[np.ndarray, np.ndarray]) -> None:
     import keras
-
-    sys.path.insert(0, str(ROOT / "scripts"))  # the same CNN tests/test_prune.py checks
     from mnist_models import wide_cnn
 
     keras.utils.set_random_seed(0)

@@ -34,12 +34,9 @@ def mnist(assets):
 @pytest.fixture(scope="session")
 def mnist_splits(mnist):
     """Disjoint seeded train/calib/eval splits of the real MNIST test set, images scaled to 0..1."""
-    from exporter.calibrate import split_indices
+    from mnist_models import split_mnist
 
-    images, labels = mnist
-    x = (images.astype("float32") / 255.0)[..., None]
-    parts = split_indices(len(x), {"train": 0.6, "calib": 0.1, "eval": 0.3}, seed=0)
-    return {name: (x[idx], labels[idx]) for name, idx in parts.items()}
+    return split_mnist(*mnist)
 
 
 @pytest.fixture(scope="session")

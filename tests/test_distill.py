@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from mnist_models import two_conv_cnn
 
 
 @pytest.fixture(scope="module")
@@ -16,19 +17,7 @@ def teacher(mnist_splits):
 
     keras.utils.set_random_seed(0)
     x, y = mnist_splits["train"]
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28, 1)),
-            keras.layers.Conv2D(32, 3, activation="relu", name="conv1"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Conv2D(64, 3, activation="relu", name="conv2"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Flatten(),
-            keras.layers.Dense(64, activation="relu", name="hidden"),
-            keras.layers.Dense(10, activation="softmax", name="classifier"),
-        ]
-    )
-    model.compile("adam", "sparse_categorical_crossentropy")
+    model = two_conv_cnn(32, 64, 64)
     model.fit(x[:4000], y[:4000], epochs=5, batch_size=64, verbose=0)
     return model
 

@@ -6,6 +6,7 @@ import gzip
 
 import numpy as np
 import pytest
+from mnist_models import two_conv_cnn
 
 AD_FLOAT_SCORE = 9.4913
 
@@ -85,19 +86,7 @@ def dense_cnn(mnist_splits):
     import keras
 
     keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((28, 28, 1), name="image"),
-            keras.layers.Conv2D(8, 3, activation="relu", name="conv1"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Conv2D(16, 3, activation="relu", name="conv2"),
-            keras.layers.MaxPooling2D(2),
-            keras.layers.Flatten(),
-            keras.layers.Dense(64, activation="relu", name="hidden"),
-            keras.layers.Dense(10, activation="softmax", name="classifier"),
-        ]
-    )
-    model.compile("adam", "sparse_categorical_crossentropy")
+    model = two_conv_cnn(8, 16, 64)
     model.fit(*mnist_splits["train"], epochs=3, batch_size=64, verbose=0)
     return model
 
