@@ -16,6 +16,7 @@ import traceback
 from .. import __version__
 from ..errors import EXIT_INTERNAL, EXIT_USAGE, EdgeportError
 from . import bench_cmd, compress_cmd, edgetpu_cmd, export_cmd, report_cmd, run_cmd, suggest_cmd, targets_cmd
+from .docs import doc
 
 _COMMANDS = (export_cmd, targets_cmd, bench_cmd, report_cmd, edgetpu_cmd, run_cmd, compress_cmd, suggest_cmd)
 
@@ -30,10 +31,16 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="edgeport",
-        description="Export a trained Keras model to a verified full-int8 model for a device: "
+        description="Export a trained Keras model to a verified full-int8 model for a device:\n"
         "Android phones (LiteRT), the Coral Edge TPU, Arm Cortex-M (TFLite Micro, Ethos-U).",
-        epilog="Exit codes: 0 ok; 1 internal error; 2 usage or bad input; 3 does not fit or not supported "
-        "on the target; 4 conversion failed.",
+        # Unwrapped, so the guides' paths stay whole on their own lines.
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Exit codes: 0 ok; 1 internal error; 2 usage or bad input; 3 does not fit or not supported\n"
+        "on the target; 4 conversion failed.\n\n"
+        "Guides, installed with edgeport:\n"
+        f"  {doc('firmware.md')}  (Cortex-M, Ethos-U firmware builds)\n"
+        f"  {doc('android.md')}  (phones and emulators over adb)\n"
+        f"  {doc('edgetpu.md')}  (Coral Edge TPU compiler)",
     )
     parser.add_argument("--version", action="version", version=f"edgeport {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and keep the converter's log")

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from .docs import doc
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
@@ -34,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed for the random input (default 0)")
     parser.add_argument("--json", type=Path, help="also write the results (with every run's timing) to this JSON file")
-    dev = parser.add_argument_group("on a phone or emulator (benchmark_model over adb; see docs/android.md)")
+    dev = parser.add_argument_group(f"on a phone or emulator (benchmark_model over adb; see {doc('android.md')})")
     dev.add_argument(
         "--device", help="adb (the one attached device), adb:SERIAL, or local (the host standing in for a device)"
     )

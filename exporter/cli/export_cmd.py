@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from ..options import ExportOptions, parse_bytes, parse_floats, parse_shape
+from .docs import doc
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -89,7 +90,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also write model_int8.tflite.gz, the smallest gzip zlib makes (OTA/download size; sparse models gain most)",
     )
-    dev = parser.add_argument_group("device")
+    # Group titles are printed unwrapped, so the guide's path stays whole (help texts wrap mid-path).
+    dev = parser.add_argument_group(f"device (phones over adb: see {doc('android.md')})")
     dev.add_argument(
         "--bench", action="store_true", help="time each written model through the target's interpreter on this host"
     )
@@ -97,13 +99,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     dev.add_argument(
         "--bench-device", metavar="adb[:SERIAL]", help="also run benchmark_model on a phone/emulator (android-arm64)"
     )
-    dev.add_argument("--benchmark-binary", type=Path, help="benchmark_model for the device ABI (see docs/android.md)")
+    dev.add_argument("--benchmark-binary", type=Path, help="benchmark_model for the device ABI (guide: android.md)")
     dev.add_argument(
         "--edgetpu-compat",
         action="store_true",
         help="replace GELU/hard-swish activations with ReLU6 so the Edge TPU maps them",
     )
-    fw = parser.add_argument_group("firmware (Cortex-M, Ethos-U targets; see docs/firmware.md)")
+    fw = parser.add_argument_group(f"firmware (Cortex-M, Ethos-U targets; see {doc('firmware.md')})")
     fw.add_argument("--c-name", help="C name of the model array (default g_model; macros MODEL_*, RegisterModelOps)")
     fw.add_argument(
         "--depfile", type=Path, metavar="FILE", help="write a make dependency file (model, calibration data, profile)"
