@@ -45,7 +45,12 @@ class HostCpu:
         return f"CPU lacks VNNI ({simd} only)"
 
     def to_dict(self) -> dict[str, object]:
-        return {"model_name": self.model_name, "arch": self.arch, "has_vnni": self.has_vnni, "describe": self.describe()}
+        return {
+            "model_name": self.model_name,
+            "arch": self.arch,
+            "has_vnni": self.has_vnni,
+            "describe": self.describe(),
+        }
 
 
 def parse_cpuinfo(text: str, arch: str) -> HostCpu:

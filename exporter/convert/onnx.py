@@ -6,9 +6,12 @@ file even for ops it could not convert (exact GELU leaves a TF ``Erfc`` node tha
 so every model is built in a scratch folder, checked, and only then written with
 :func:`exporter.atomic.write_bytes`. On any failure no ``.onnx`` file is written.
 
-tf2onnx runs in this process (it is Python graph rewriting on the already-loaded model, about 0.1 s;
-its logging is captured, not printed); onnxruntime's quantizer runs in a child process
-(:mod:`exporter.convert.onnx_worker`) because Entropy/Percentile calibration can exhaust memory.
+Nothing native runs in this process. Here the model (as the caller holds it, ``--prune`` and
+``--edgetpu-compat`` edits included) is traced and frozen into a GraphDef, and the Keras reference
+outputs are computed; tf2onnx runs in one child, onnxruntime (float run, calibration, quantizer, int8
+runs) in another (:mod:`exporter.convert.onnx_worker`). A crash there is a one-line
+:class:`ConversionError`, and this process never opens an ONNX session at all: it compares the
+outputs the child wrote.
 """
 
 from __future__ import annotations
@@ -19,8 +22,6 @@ import signal
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,10 @@ import numpy as np
 
 from ..atomic import ensure_dir, scratch_dir, write_bytes
 from ..calibrate.dataset import CalibrationSet
-from ..childproc import first_line, run_worker, signal_name
+from ..childproc import ChildRun, first_line, log_tail, run_worker, signal_name
 from ..errors import CalibrationDataError, ConversionError, InputModelError, UsageError
 from ..load.model import SourceModel
-from ..verify.onnx_check import OnnxCheck, OnnxLoadError, check_onnx, load_session
+from ..verify.onnx_check import FLOAT_KERNELS, REFERENCE_QDQ, OnnxCheck, compare_outputs, host_kernels_label
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,12 @@ DEFAULT_OPSET = 17
 MIN_OPSET, MAX_OPSET = 13, 18
 CALIBRATE_METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_TIMEOUT_S = 1800
+WORKER = "exporter.convert.onnx_worker"
 #: Samples used to check a float model when the caller gives no inputs and no calibration set.
 _SYNTHETIC_SAMPLES = 8
+#: Keras reference batches hold about this many input elements (MobileNetV2 224x224: 26 samples),
+#: so activations stay in the hundreds of MB; small inputs run 256 at a time.
+_REFERENCE_ELEMENTS = 4 * 2**20
 _REFERENCE_BATCH = 256
 
 #: TF ops tf2onnx cannot express, with the change to the Keras model that avoids them.
@@ -55,21 +60,19 @@ _KNOWN_FIXES = {
         "Activation('gelu') / activation='gelu' (exact erf form), then export again.",
     ),
 }
-
-_UNSUPPORTED_NODE = re.compile(r"Tensorflow op \[(.+?): (\w+)\] is not supported")
-_UNSUPPORTED_COUNTER = re.compile(r"Unsupported ops: Counter\(\{(.*?)\}\)")
 _NO_OP_REGISTERED = re.compile(r"No Op registered for (\w+)")
 
 
 @dataclass
 class OnnxModel:
-    """One written ONNX file."""
+    """One written ONNX file; int8 models carry the host-kernel check beside the reference one."""
 
     kind: str  # "float" | "int8"
     path: Path
     size_bytes: int
-    check: OnnxCheck
+    check: OnnxCheck  # float: default kernels; int8: reference QDQ semantics (what edgeport reports)
     written: bool  # False when an identical file was already there (kept, mtime unchanged)
+    host_check: OnnxCheck | None = None  # int8 only: onnxruntime's optimized kernels on this CPU
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -78,6 +81,7 @@ class OnnxModel:
             "size_bytes": self.size_bytes,
             "written": self.written,
             "check": self.check.to_dict(),
+            "host_check": self.host_check.to_dict() if self.host_check else None,
         }
 
 
@@ -119,14 +123,19 @@ class OnnxExport:
         ]
         if self.int8_model is not None:
             q = self.int8_model
-            agree = f"top-1 agreement {q.check.top1_agreement:.1%}, " if q.check.top1_agreement is not None else ""
-            snr = f"SNR {q.check.snr_db:.1f} dB" if q.check.snr_db is not None else "SNR inf"
             lines.append(
-                f"ONNX int8   {q.path.name}: {q.size_bytes:,} B, QDQ, {agree}{snr} vs Keras on "
-                f"{q.check.samples} samples ({q.check.inputs_from})"
+                f"ONNX int8   {q.path.name}: {q.size_bytes:,} B, QDQ, {_quality(q.check)} vs Keras on "
+                f"{q.check.samples} samples ({q.check.inputs_from}), {REFERENCE_QDQ}"
             )
+            if q.host_check is not None:
+                lines.append(f"  {q.host_check.semantics}: {_quality(q.host_check)}")
         lines.append(f"  measured on the host with {f.check.runtime}")
         return "\n".join(lines)
+
+
+def _quality(check: OnnxCheck) -> str:
+    agree = f"top-1 agreement {check.top1_agreement:.1%}, " if check.top1_agreement is not None else ""
+    return agree + (f"SNR {check.snr_db:.1f} dB" if check.snr_db is not None else "SNR inf")
 
 
 def export_onnx(
@@ -150,9 +159,7 @@ def export_onnx(
     """
     _validate_args(source, calibration, opset, calibrate_method, check_inputs)
     out_dir = Path(out_dir)
-    ensure_dir(out_dir)
     timings: dict[str, float] = {}
-    notes: list[str] = []
     input_names = [s.name for s in source.inputs]
     output_names = [s.name for s in source.outputs]
 
@@ -161,73 +168,110 @@ def export_onnx(
     import_tensorflow_quietly()
     start = time.perf_counter()
     function, specs = _traced_function(source, dynamic_batch)
-    proto, tf2onnx_log = _run_tf2onnx(function, specs, opset)
-    timings["convert_s"] = time.perf_counter() - start
-    _raise_if_unsupported(source, proto, tf2onnx_log, opset)
-    _rename_io(proto, input_names, output_names, dynamic_batch)
-    float_bytes = proto.SerializeToString()
+    graph_bytes, graph_inputs, graph_outputs = _frozen_graph(source, function, specs)
+    timings["trace_s"] = time.perf_counter() - start
 
     inputs, inputs_from = _check_inputs(source, calibration, check_inputs, check_inputs_from)
     start = time.perf_counter()
-    reference = _reference_outputs(source, function, inputs, dynamic_batch)
+    reference = _reference_outputs(source, function, inputs)
     timings["keras_reference_s"] = time.perf_counter() - start
 
-    start = time.perf_counter()
-    float_check = _check(source, float_bytes, inputs, reference, output_names, "float", inputs_from, opset)
-    timings["verify_float_s"] = time.perf_counter() - start
-    if not float_check.agrees:
-        raise ConversionError(
-            f"The float ONNX model disagrees with Keras: max |error| {float_check.max_abs_error:.3g} > tolerance "
-            f"{float_check.tolerance:.3g} on {float_check.samples} samples ({inputs_from}); no .onnx file was written.",
-            hint=f"Try another opset (opset={MIN_OPSET}..{MAX_OPSET}) and report the model to edgeport.",
-        )
-
-    int8_bytes = None
-    int8_check = None
-    quantization = None
-    if calibration is not None:
-        start = time.perf_counter()
-        int8_bytes, worker = _quantize(source, float_bytes, calibration, per_channel, calibrate_method, timeout_s)
-        timings["quantize_s"] = time.perf_counter() - start
-        notes.extend(worker.get("notes", []))
-        start = time.perf_counter()
-        int8_check = _check(source, int8_bytes, inputs, reference, output_names, "int8", inputs_from, opset)
-        timings["verify_int8_s"] = time.perf_counter() - start
-        if not int8_check.agrees:
-            raise ConversionError(
-                f"The int8 ONNX model gives NaN or Inf outputs on {inputs_from}; no .onnx file was written.",
-                hint="Check the calibration samples are preprocessed exactly like the model's inputs.",
-            )
-        quantization = {
-            "format": "QDQ",
-            "activations": "int8",
-            "weights": "int8",
+    with scratch_dir("edgeport-onnx-") as work:
+        request = {
+            "graph_path": str(work / "graph.pb"),
+            "graph_inputs": graph_inputs,
+            "graph_outputs": graph_outputs,
+            "input_names": input_names,
+            "output_names": output_names,
+            "opset": opset,
+            "dynamic_batch": dynamic_batch,
+            "float_path": str(work / FLOAT_FILE),
+            "int8_path": str(work / INT8_FILE),
+            "check_path": str(work / "check.npz"),
+            "calib_path": str(work / "calib.npz") if calibration is not None else None,
+            "float_outputs": str(work / "float_outputs.npz"),
+            "int8_reference_outputs": str(work / "int8_reference_outputs.npz"),
+            "int8_host_outputs": str(work / "int8_host_outputs.npz"),
             "per_channel": per_channel,
             "calibrate_method": calibrate_method,
-            "calibration_samples": calibration.count,
-            "calibration_source": calibration.source,
-            "quantizer": f"{_ort_version()} quantize_static (after quant_pre_process)",
         }
+        Path(request["graph_path"]).write_bytes(graph_bytes)
+        del graph_bytes
+        converted = _run(dict(request, task="convert"), work, timeout_s, "tf2onnx")
+        if not converted["ok"]:
+            raise _convert_error(source, converted, opset)
+        timings.update(converted.get("timings", {}))
+        _save_arrays(request["check_path"], inputs)
+        if calibration is not None:
+            _save_arrays(request["calib_path"], calibration.arrays)
+        verified = _run(dict(request, task="verify"), work, timeout_s, "onnxruntime", calibration, calibrate_method)
+        if not verified["ok"]:
+            raise _verify_error(source, verified, Path(request["float_path"]), opset, calibrate_method, calibration)
+        timings.update(verified.get("timings", {}))
+
+        def check(path: str, kind: str, semantics: str) -> OnnxCheck:
+            with np.load(path) as data:
+                actual = [data[f"arr_{i}"] for i in range(len(data.files))]
+            return compare_outputs(
+                actual, inputs, reference, output_names, kind=kind, inputs_from=inputs_from, semantics=semantics
+            )
+
+        float_check = check(request["float_outputs"], "float", FLOAT_KERNELS)
+        if not float_check.agrees:
+            raise ConversionError(
+                f"The float ONNX model disagrees with Keras: max |error| {float_check.max_abs_error:.3g} > tolerance "
+                f"{float_check.tolerance:.3g} on {float_check.samples} samples ({inputs_from}); no .onnx file was written.",
+                hint=f"Try another opset (opset={MIN_OPSET}..{MAX_OPSET}) and report the model to edgeport.",
+            )
+        float_bytes = Path(request["float_path"]).read_bytes()
+        int8_bytes = int8_check = host_check = quantization = None
+        if calibration is not None:
+            int8_check = check(request["int8_reference_outputs"], "int8", REFERENCE_QDQ)
+            host_check = check(request["int8_host_outputs"], "int8", host_kernels_label())
+            if not int8_check.agrees:
+                raise ConversionError(
+                    f"The int8 ONNX model gives NaN or Inf outputs on {inputs_from} ({REFERENCE_QDQ}); "
+                    "no .onnx file was written.",
+                    hint="Check the calibration samples are preprocessed exactly like the model's inputs.",
+                )
+            int8_bytes = Path(request["int8_path"]).read_bytes()
+            quantization = {
+                "format": "QDQ",
+                "activations": "int8",
+                "weights": "int8",
+                "per_channel": per_channel,
+                "calibrate_method": calibrate_method,
+                "calibration_samples": calibration.count,
+                "calibration_source": calibration.source,
+                "quantizer": f"{_ort_version()} quantize_static (after quant_pre_process)",
+                "fidelity_semantics": REFERENCE_QDQ,
+            }
 
     # Everything is verified: now, and only now, write the files.
+    ensure_dir(out_dir)
     float_path = out_dir / FLOAT_FILE
     float_model = OnnxModel("float", float_path, len(float_bytes), float_check, write_bytes(float_path, float_bytes))
     int8_model = None
     if int8_bytes is not None and int8_check is not None:
         int8_path = out_dir / INT8_FILE
-        int8_model = OnnxModel("int8", int8_path, len(int8_bytes), int8_check, write_bytes(int8_path, int8_bytes))
+        written = write_bytes(int8_path, int8_bytes)
+        int8_model = OnnxModel("int8", int8_path, len(int8_bytes), int8_check, written, host_check)
     return OnnxExport(
         opset=opset,
         dynamic_batch=dynamic_batch,
         input_names=input_names,
         output_names=output_names,
-        converter=f"{_tf2onnx_version()} (from_function, opset {opset})",
+        converter=f"{_tf2onnx_version()} (from_graph_def on the frozen traced model, opset {opset})",
         float_model=float_model,
         int8_model=int8_model,
         quantization=quantization,
         timings_s=timings,
-        notes=notes,
+        notes=list(verified.get("notes", [])),
     )
+
+
+def _save_arrays(path: str, arrays: list[np.ndarray]) -> None:
+    np.savez(path, **{f"input_{i}": np.asarray(a, dtype=np.float32) for i, a in enumerate(arrays)})
 
 
 # --- arguments ------------------------------------------------------------------------------------
@@ -312,77 +356,183 @@ def _traced_function(source: SourceModel, dynamic_batch: bool) -> tuple[Any, lis
     )
 
 
-class _Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self.lines.append(record.getMessage())
-        except Exception:  # a malformed record must not break the conversion
-            self.lines.append(str(record.msg))
+# --- checking -------------------------------------------------------------------------------------
 
 
-@contextmanager
-def _captured_tf2onnx_log() -> Iterator[list[str]]:
-    """tf2onnx logs through Python logging with no handler (lastResort prints to stderr): capture it."""
-    from ..tfimport import silenced_stderr_fd
+def _check_inputs(
+    source: SourceModel,
+    calibration: CalibrationSet | None,
+    check_inputs: list[np.ndarray] | None,
+    check_inputs_from: str | None,
+) -> tuple[list[np.ndarray], str]:
+    if check_inputs is not None:
+        return [np.asarray(a, dtype=np.float32) for a in check_inputs], check_inputs_from or "given check inputs"
+    if calibration is not None:
+        return [a.astype(np.float32) for a in calibration.arrays], (
+            f"the {calibration.count} calibration samples ({calibration.source}; seen during calibration)"
+        )
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((_SYNTHETIC_SAMPLES, *s.shape[1:])).astype(np.float32) for s in source.inputs]
+    return arrays, f"{_SYNTHETIC_SAMPLES} seeded random-normal inputs (no calibration or eval data given)"
 
-    logger = logging.getLogger("tf2onnx")
-    handler = _Collect()
-    saved = (logger.level, logger.propagate)
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
+
+def _frozen_graph(source: SourceModel, function: Any, specs: list[Any]) -> tuple[bytes, list[str], list[str]]:
+    """The traced model as a GraphDef with every variable and captured tensor folded into constants.
+
+    This is what ``tf2onnx.convert.from_function`` does first, minus its one flaw: it lists the
+    function's captured eager tensors (``Normalization(mean=..., variance=...)``, adapted
+    Normalization layers) as extra graph inputs. Here the frozen function's inputs are exactly the
+    model's. Pure graph rewriting, safe in this process; tf2onnx itself runs in the child.
+    """
+    import tensorflow as tf
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
     try:
-        with silenced_stderr_fd():
-            yield handler.lines
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(saved[0])
-        logger.propagate = saved[1]
-        for line in handler.lines:
-            log.debug("tf2onnx: %s", line)
+        concrete = function.get_concrete_function(*specs)
+        frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False, aggressive_inlining=True)
+    except Exception as exc:
+        raise ConversionError(
+            f"Could not trace the model for ONNX with input shapes {[tuple(s.shape) for s in specs]}: {first_line(exc)}; "
+            "no .onnx file was written.",
+            hint="Check the model runs on a batch of 1 (Keras model(x) with x of that shape).",
+        ) from exc
+    inputs = [t.name for t in frozen.inputs if t.dtype != tf.dtypes.resource]
+    outputs = [t.name for t in frozen.outputs if t.dtype != tf.dtypes.resource]
+    if len(inputs) != len(source.inputs) or len(outputs) != len(source.outputs):
+        raise ConversionError(
+            f"The frozen TensorFlow graph has {len(inputs)} inputs and {len(outputs)} outputs; the model has "
+            f"{len(source.inputs)} and {len(source.outputs)}; no .onnx file was written.",
+            hint="Report the model to edgeport; export with --format tflite meanwhile.",
+        )
+    return frozen.graph.as_graph_def(add_shapes=True).SerializeToString(), inputs, outputs
 
 
-def _run_tf2onnx(function: Any, specs: list[Any], opset: int) -> tuple[Any, list[str]]:
-    import tf2onnx
+def _reference_outputs(source: SourceModel, function: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Keras (or SavedModel) float outputs for every check sample, in ``source.outputs`` order.
 
-    with _captured_tf2onnx_log() as lines:
-        try:
-            proto, _ = tf2onnx.convert.from_function(function, input_signature=tuple(specs), opset=opset)
-        except Exception as exc:
-            tail = next((ln for ln in reversed(lines) if "rror" in ln), "")
-            raise ConversionError(
-                f"tf2onnx could not convert the model: {first_line(exc)}{(' (' + tail + ')') if tail else ''}.",
-                hint="Re-run with --debug to see the tf2onnx log.",
-            ) from exc
-    return proto, list(lines)
+    Batches are sized by the input (see :data:`_REFERENCE_ELEMENTS`): one eager batch of 200
+    MobileNetV2 224x224 samples held gigabytes of activations.
+    """
+    count = int(inputs[0].shape[0])
+    per_sample = max(1, sum(int(np.prod(a.shape[1:])) for a in inputs))
+    step = max(1, min(_REFERENCE_BATCH, _REFERENCE_ELEMENTS // per_sample)) if source.keras_model is not None else 1
+    call = function.python_function if source.keras_model is not None else function
+    pieces: list[list[np.ndarray]] = []
+    for start in range(0, count, step):
+        outs = call(*[a[start : start + step] for a in inputs])
+        pieces.append([np.asarray(o) for o in outs])
+    return [np.concatenate([p[i] for p in pieces]) for i in range(len(pieces[0]))]
+
+
+# --- child processes -------------------------------------------------------------------------------
+
+
+def _run(
+    request: dict[str, Any],
+    work: Path,
+    timeout_s: float,
+    what: str,
+    calibration: CalibrationSet | None = None,
+    method: str = "minmax",
+) -> dict[str, Any]:
+    """One worker task; a crash, an OOM kill or a timeout becomes a one-line ConversionError."""
+    task = request["task"]
+    try:
+        run = run_worker(WORKER, request, work, task, timeout_s=timeout_s)
+    except subprocess.TimeoutExpired as exc:
+        raise ConversionError(
+            f"{what} did not finish within {timeout_s:.0f} s and was stopped; no .onnx file was written."
+        ) from exc
+    log.debug("ONNX %s worker log:\n%s", task, run.log_path.read_text(errors="replace"))
+    if run.crashed:
+        raise _crash_error(run, what, calibration, method)
+    result = run.result or {}
+    if not result.get("ok"):
+        log.debug("ONNX %s worker traceback:\n%s", task, result.get("traceback", ""))
+    return result
+
+
+def _crash_error(run: ChildRun, what: str, calibration: CalibrationSet | None, method: str) -> ConversionError:
+    how = signal_name(run.returncode)
+    text = run.log_path.read_text(errors="replace") if run.log_path.is_file() else ""
+    if run.returncode in (-signal.SIGKILL, 137) or "MemoryError" in text:
+        if what == "onnxruntime" and calibration is not None:
+            return _memory_error(method, calibration.count, how)
+        return ConversionError(
+            f"{what} ran out of memory ({how}) converting the model to ONNX; no .onnx file was written.",
+            hint="Free memory or export with --format tflite.",
+        )
+    tail = log_tail(run.log_path)
+    return ConversionError(
+        f"{what} crashed ({how}) while exporting ONNX{('; last output: ' + tail) if tail else ''}; "
+        "no .onnx file was written.",
+        hint="Re-run with --debug to keep the worker log, or export with --format tflite.",
+    )
+
+
+def _memory_error(method: str, samples: int, how: str) -> ConversionError:
+    if method in ("entropy", "percentile"):
+        hint = f"Use calibrate_method 'minmax' (no histograms), or fewer than {samples} calibration samples."
+        why = f"'{method}' calibration keeps a histogram of every activation tensor"
+    else:
+        hint = f"Use fewer than {samples} calibration samples."
+        why = "calibration runs every activation tensor"
+    return ConversionError(
+        f"The onnxruntime quantizer ran out of memory ({how}): {why} over {samples} samples; no .onnx file was written.",
+        hint=hint,
+    )
+
+
+def _convert_error(source: SourceModel, result: dict[str, Any], opset: int) -> ConversionError:
+    stage = result.get("stage")
+    if stage == "unsupported":
+        return _unsupported_error(source, dict(result["ops"]), opset)
+    if stage == "io":
+        return ConversionError(
+            f"{result.get('error')}; no .onnx file was written.",
+            hint="Report the model to edgeport; export with --format tflite meanwhile.",
+        )
+    tail = result.get("tail") or ""
+    text = first_line(Exception(result.get("error", ""))) or result.get("error_type", "error")
+    return ConversionError(
+        f"tf2onnx could not convert the model: {text}{(' (' + tail + ')') if tail else ''}; no .onnx file was written.",
+        hint="Re-run with --debug to see the tf2onnx log.",
+    )
+
+
+def _verify_error(
+    source: SourceModel,
+    result: dict[str, Any],
+    float_path: Path,
+    opset: int,
+    method: str,
+    calibration: CalibrationSet | None,
+) -> ConversionError:
+    if result.get("stage") == "load":
+        kind, detail = result.get("kind", "float"), result.get("detail", "")
+        missing = _NO_OP_REGISTERED.search(detail)
+        if missing and kind == "float":
+            import onnx  # a protobuf parse, no onnxruntime session
+
+            proto = onnx.load_model_from_string(float_path.read_bytes())
+            node = next((n.name for n in proto.graph.node if n.op_type == missing.group(1)), "")
+            return _unsupported_error(source, {missing.group(1): node}, opset)
+        return ConversionError(
+            f"onnxruntime cannot load the {kind} ONNX model ({detail}); no .onnx file was written.",
+            hint="Try another opset, or export the float model only (no calibration) and report the model to edgeport.",
+        )
+    samples = calibration.count if calibration is not None else 0
+    if result.get("error_type") == "MemoryError":
+        return _memory_error(method, samples, "MemoryError")
+    text = first_line(Exception(result.get("error", ""))) or result.get("error_type", "error")
+    return ConversionError(
+        f"onnxruntime could not quantize the model to int8 QDQ with {method} calibration "
+        f"({result.get('error_type')}: {text}); no .onnx file was written.",
+        hint="Try calibrate_method 'minmax' or per_channel=False, or export the float ONNX model only.",
+    )
 
 
 # --- unsupported ops ------------------------------------------------------------------------------
-
-
-def _raise_if_unsupported(source: SourceModel, proto: Any, tf2onnx_log: list[str], opset: int) -> None:
-    """Refuse a graph that still holds TF ops tf2onnx could not express (it writes them anyway)."""
-    import onnx.defs
-
-    found: dict[str, str] = {}  # op type -> TF node name
-    for line in tf2onnx_log:
-        match = _UNSUPPORTED_NODE.search(line)
-        if match:
-            found.setdefault(match.group(2), match.group(1))
-        counter = _UNSUPPORTED_COUNTER.search(line)
-        if counter:
-            for op in re.findall(r"'(\w+)'", counter.group(1)):
-                found.setdefault(op, "")
-    for node in proto.graph.node:
-        if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type):
-            if not found.get(node.op_type):
-                found[node.op_type] = node.name
-    if found:
-        raise _unsupported_error(source, found, opset)
 
 
 def _unsupported_error(source: SourceModel, found: dict[str, str], opset: int) -> ConversionError:
@@ -420,228 +570,19 @@ def layer_for_node(node_name: str, layers: dict[str, str]) -> str | None:
     return None
 
 
-# --- naming ---------------------------------------------------------------------------------------
-
-
-def _rename_io(proto: Any, input_names: list[str], output_names: list[str], dynamic_batch: bool) -> None:
-    """Give graph inputs/outputs the Keras names (tf2onnx leaves outputs as ``Identity:0``)."""
-    graph = proto.graph
-    if len(graph.input) != len(input_names) or len(graph.output) != len(output_names):
-        raise ConversionError(
-            f"tf2onnx produced {len(graph.input)} inputs and {len(graph.output)} outputs; the Keras model has "
-            f"{len(input_names)} and {len(output_names)}."
-        )
-    mapping = {}
-    for value, name in (*zip(graph.input, input_names, strict=True), *zip(graph.output, output_names, strict=True)):
-        if value.name != name:
-            mapping[value.name] = name
-    taken = {n for node in graph.node for n in (*node.input, *node.output)} | {i.name for i in graph.initializer}
-    clash = (set(mapping.values()) & taken) - set(mapping)
-    for old in clash:  # an internal tensor already carries a Keras name: move it out of the way
-        mapping.setdefault(old, f"{old}__internal")
-    for node in graph.node:
-        node.input[:] = [mapping.get(n, n) for n in node.input]
-        node.output[:] = [mapping.get(n, n) for n in node.output]
-    for value in (*graph.input, *graph.output, *graph.value_info):
-        value.name = mapping.get(value.name, value.name)
-    for init in graph.initializer:
-        init.name = mapping.get(init.name, init.name)
-    _renumber_inserted_names(graph)
-    graph.doc_string = ""  # tf2onnx writes the traced function's name, numbered per process
-    if dynamic_batch:
-        for value in (*graph.input, *graph.output):
-            dims = value.type.tensor_type.shape.dim
-            if dims and not dims[0].HasField("dim_value"):
-                dims[0].dim_param = "batch"
-
-
-_INSERTED = re.compile(r"__(\d+)(?=$|[:/_])")
-
-
-def _renumber_inserted_names(graph: Any) -> None:
-    """Number tf2onnx's inserted names (``Transpose__25``) in graph order.
-
-    tf2onnx takes the numbers from a process-wide counter, so the same model converted twice in one
-    process gave different bytes; renumbered, it gives the same file, which
-    :func:`exporter.atomic.write_bytes` then keeps untouched.
-    """
-    numbers: dict[str, str] = {}
-
-    def names() -> Iterator[str]:
-        for node in graph.node:
-            yield node.name
-            yield from node.input
-            yield from node.output
-        for value in (*graph.initializer, *graph.value_info):
-            yield value.name
-
-    for name in names():
-        for number in _INSERTED.findall(name):
-            numbers.setdefault(number, str(len(numbers) + 1))
-
-    def fix(name: str) -> str:
-        return _INSERTED.sub(lambda m: f"__{numbers.get(m.group(1), m.group(1))}", name)
-
-    for node in graph.node:
-        node.name = fix(node.name)
-        node.input[:] = [fix(n) for n in node.input]
-        node.output[:] = [fix(n) for n in node.output]
-    for value in (*graph.initializer, *graph.value_info):
-        value.name = fix(value.name)
-
-
-# --- checking -------------------------------------------------------------------------------------
-
-
-def _check_inputs(
-    source: SourceModel,
-    calibration: CalibrationSet | None,
-    check_inputs: list[np.ndarray] | None,
-    check_inputs_from: str | None,
-) -> tuple[list[np.ndarray], str]:
-    if check_inputs is not None:
-        return [np.asarray(a, dtype=np.float32) for a in check_inputs], check_inputs_from or "given check inputs"
-    if calibration is not None:
-        return [a.astype(np.float32) for a in calibration.arrays], (
-            f"the {calibration.count} calibration samples ({calibration.source}; seen during calibration)"
-        )
-    rng = np.random.default_rng(0)
-    arrays = [rng.standard_normal((_SYNTHETIC_SAMPLES, *s.shape[1:])).astype(np.float32) for s in source.inputs]
-    return arrays, f"{_SYNTHETIC_SAMPLES} seeded random-normal inputs (no calibration or eval data given)"
-
-
-def _reference_outputs(
-    source: SourceModel, function: Any, inputs: list[np.ndarray], dynamic_batch: bool
-) -> list[np.ndarray]:
-    """Keras (or SavedModel) float outputs for every check sample, in ``source.outputs`` order."""
-    count = int(inputs[0].shape[0])
-    step = _REFERENCE_BATCH if source.keras_model is not None else 1
-    call = function.python_function if source.keras_model is not None else function
-    pieces: list[list[np.ndarray]] = []
-    for start in range(0, count, step):
-        outs = call(*[a[start : start + step] for a in inputs])
-        pieces.append([np.asarray(o) for o in outs])
-    return [np.concatenate([p[i] for p in pieces]) for i in range(len(pieces[0]))]
-
-
-def _check(
-    source: SourceModel,
-    data: bytes,
-    inputs: list[np.ndarray],
-    reference: list[np.ndarray],
-    output_names: list[str],
-    kind: str,
-    inputs_from: str,
-    opset: int,
-) -> OnnxCheck:
-    try:
-        session = load_session(data)
-    except OnnxLoadError as exc:
-        missing = _NO_OP_REGISTERED.search(exc.detail)
-        if missing and kind == "float":
-            import onnx
-
-            proto = onnx.load_from_string(data)
-            node = next((n.name for n in proto.graph.node if n.op_type == missing.group(1)), "")
-            raise _unsupported_error(source, {missing.group(1): node}, opset) from exc
-        raise ConversionError(
-            f"onnxruntime cannot load the {kind} ONNX model ({exc.detail}); no .onnx file was written.",
-            hint="Try another opset, or export the float model only (no calibration) and report the model to edgeport.",
-        ) from exc
-    return check_onnx(data, inputs, reference, output_names, kind=kind, inputs_from=inputs_from, session=session)
-
-
-# --- quantizing (child process) -------------------------------------------------------------------
-
-
-def _quantize(
-    source: SourceModel,
-    float_bytes: bytes,
-    calibration: CalibrationSet,
-    per_channel: bool,
-    method: str,
-    timeout_s: float,
-) -> tuple[bytes, dict[str, Any]]:
-    with scratch_dir("edgeport-onnx-") as work:
-        float_path = work / "float.onnx"
-        float_path.write_bytes(float_bytes)
-        calib_path = work / "calib.npz"
-        np.savez(calib_path, **{f"input_{i}": a.astype(np.float32) for i, a in enumerate(calibration.arrays)})
-        output = work / "int8.onnx"
-        request = {
-            "float_path": str(float_path),
-            "calib_path": str(calib_path),
-            "input_names": [s.name for s in source.inputs],
-            "output_path": str(output),
-            "per_channel": per_channel,
-            "calibrate_method": method,
-        }
-        try:
-            run = run_worker("exporter.convert.onnx_worker", request, work, "quantize", timeout_s=timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            raise ConversionError(
-                f"The onnxruntime quantizer did not finish within {timeout_s:.0f} s and was stopped; no .onnx file was written."
-            ) from exc
-        log_path = run.log_path
-        log.debug("onnxruntime quantizer log:\n%s", log_path.read_text(errors="replace"))
-        if run.crashed:
-            raise _crash_error(run.returncode, method, calibration.count, log_path)
-        result = run.result
-        if not result["ok"]:
-            log.debug("onnxruntime quantizer traceback:\n%s", result.get("traceback", ""))
-            raise _quantize_error(result, method, calibration.count)
-        return output.read_bytes(), result
-
-
-def _crash_error(returncode: int, method: str, samples: int, log_path: Path) -> ConversionError:
-    how = signal_name(returncode)
-    if returncode in (-signal.SIGKILL, 137) or "MemoryError" in log_path.read_text(errors="replace"):
-        return _memory_error(method, samples, how)
-    lines = [ln.strip() for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
-    tail = lines[-1][:200] if lines else ""
-    return ConversionError(
-        f"The onnxruntime quantizer crashed ({how}){('; last output: ' + tail) if tail else ''}; no .onnx file was written.",
-        hint="Re-run with --debug to keep the quantizer log, or export the float ONNX model only.",
-    )
-
-
-def _memory_error(method: str, samples: int, how: str) -> ConversionError:
-    if method in ("entropy", "percentile"):
-        hint = f"Use calibrate_method 'minmax' (no histograms), or fewer than {samples} calibration samples."
-        why = f"'{method}' calibration keeps a histogram of every activation tensor"
-    else:
-        hint = f"Use fewer than {samples} calibration samples."
-        why = "calibration holds every activation tensor"
-    return ConversionError(
-        f"The onnxruntime quantizer ran out of memory ({how}): {why} over {samples} samples; no .onnx file was written.",
-        hint=hint,
-    )
-
-
-def _quantize_error(result: dict[str, Any], method: str, samples: int) -> ConversionError:
-    if result.get("error_type") == "MemoryError":
-        return _memory_error(method, samples, "MemoryError")
-    text = first_line(Exception(result.get("error", ""))) or result.get("error_type", "error")
-    return ConversionError(
-        f"onnxruntime could not quantize the model to int8 QDQ with {method} calibration "
-        f"({result.get('error_type')}: {text}); no .onnx file was written.",
-        hint="Try calibrate_method 'minmax' or per_channel=False, or export the float ONNX model only.",
-    )
-
-
 # --- versions -------------------------------------------------------------------------------------
 
 
 def _tf2onnx_version() -> str:
-    import tf2onnx
+    from importlib.metadata import version
 
-    return f"tf2onnx {tf2onnx.__version__}"
+    return f"tf2onnx {version('tf2onnx')}"
 
 
 def _ort_version() -> str:
-    import onnxruntime
+    from importlib.metadata import version
 
-    return f"onnxruntime {onnxruntime.__version__}"
+    return f"onnxruntime {version('onnxruntime')}"
 
 
 __all__ = [
