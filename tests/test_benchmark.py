@@ -290,3 +290,89 @@ def test_bench_help_imports_no_interpreter():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ), check=True)
     assert "HEAVY []" in out.stdout
+
+
+# --- which kernels the host has (VNNI / ARM dot-product) ------------------------------------------
+
+_CPUINFO = {
+    "avx2": (
+        "x86_64",
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B12\n"
+        "flags\t\t: fpu vme de pse tsc msr sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma avx2 bmi2\n",
+    ),
+    "vnni": (
+        "x86_64",
+        "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Platinum 8375C\n"
+        "flags\t\t: fpu sse2 avx avx2 avx512f avx512bw avx512vl avx512_vnni\n",
+    ),
+    "arm": (
+        "aarch64",
+        "processor\t: 0\nBogoMIPS\t: 50.00\n"
+        "Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics asimdrdm lrcpc dcpop asimddp\n",
+    ),
+}
+
+
+def _fake_cpu(monkeypatch, kind: str):
+    """Make the benchmark see a CPU from fake /proc/cpuinfo text (never this host's own)."""
+    from exporter import hostcpu
+    from exporter.benchmark import host
+
+    arch, text = _CPUINFO[kind]
+    cpu = hostcpu.parse_cpuinfo(text, arch)
+    monkeypatch.setattr(host, "host_cpu", lambda: cpu)
+    return cpu
+
+
+@pytest.mark.parametrize("kind", sorted(_CPUINFO))
+def test_host_int8_note_names_the_cpu_and_its_dot_product_instructions(monkeypatch, kind):
+    from exporter.benchmark.host import describe_host, host_kernels_note, int8_kernels
+
+    cpu = _fake_cpu(monkeypatch, kind)
+    facts, note = int8_kernels(), host_kernels_note()
+    assert note == facts["note"] == describe_host()["int8_note"]
+    assert note.startswith(f"{cpu.model_name} ({cpu.arch}): ")
+    assert "host int8 latency is not a phone prediction" in note or "not a phone prediction" in note
+    if kind == "avx2":
+        assert (facts["has_vnni"], facts["int8_dot_product"]) == (False, False)
+        assert "AMD EPYC 7B12" in note and "no VNNI (AVX2 only" in note
+        assert "int8 runs slower than float on this host" in note and "1.54x the float time" in note
+        assert "phones (ARM dot-product instructions) run int8 faster" in note
+    elif kind == "vnni":
+        assert (facts["has_vnni"], facts["int8_dot_product"], facts["dot_product_flags"]) == (
+            True,
+            True,
+            ["avx512_vnni"],
+        )
+        assert "has VNNI (avx512_vnni" in note and "slower" not in note
+    else:
+        assert (facts["has_vnni"], facts["int8_dot_product"], facts["dot_product_flags"]) == (None, True, ["asimddp"])
+        assert "asimddp" in note and "VNNI" not in note and "slower" not in note
+
+
+def test_arm_without_dot_product_says_int8_is_slower_than_on_phones(monkeypatch):
+    from exporter import hostcpu
+    from exporter.benchmark import host
+
+    cpu = hostcpu.parse_cpuinfo("processor\t: 0\nFeatures\t: fp asimd evtstrm crc32\n", "aarch64")
+    monkeypatch.setattr(host, "host_cpu", lambda: cpu)
+    facts = host.int8_kernels()
+    assert facts["int8_dot_product"] is False and "asimddp missing" in facts["note"]
+
+
+@pytest.mark.parametrize("kind", ["avx2", "vnni"])
+def test_every_host_benchmark_output_says_which_kernels_the_host_has(monkeypatch, capsys, tmp_path, vww, kind):
+    """CLI block, --json, report.json's benchmark entries and report.md all carry the host line."""
+    from exporter.report.report import extra_sections
+
+    _fake_cpu(monkeypatch, kind)
+    out_json = tmp_path / "bench.json"
+    run = run_cli(capsys, "bench", vww, "--target", "android-arm64", "--runs", "2", "--json", out_json)
+    assert run.code == 0, run.err
+    entry = json.loads(out_json.read_text())["results"][0]
+    note = entry["host_int8_note"]
+    assert f"  host int8     {note}" in run.out
+    assert entry["host_has_vnni"] is (kind == "vnni") and entry["host_int8_dot_product"] is (kind == "vnni")
+    assert ("int8 runs slower than float on this host" in note) is (kind == "avx2")
+    markdown = "\n".join(extra_sections({"benchmark": [entry]}))
+    assert f"- Host CPU: {note}" in markdown

@@ -22,7 +22,7 @@ from typing import Any
 from ..atomic import scratch_dir
 from ..errors import InputModelError, InternalError, NotSupportedError, UsageError
 from ..profiles import TargetProfile, load_profile
-from .host import cpu_model, usable_cores
+from .host import cpu_model, int8_kernels, usable_cores
 from .result import ArenaMeasurement, BenchmarkResult, Latency
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,7 @@ def benchmark(
 
     notes.extend(data.get("input_notes", []))
     arena = ArenaMeasurement.from_dict(data["arena"]) if data.get("arena") else None
+    kernels = int8_kernels()
     return BenchmarkResult(
         model=source.display,
         model_format=source.format,
@@ -152,6 +153,9 @@ def benchmark(
         host_cpu=cpu_model(),
         host_cores=usable_cores(),
         inputs=data["inputs"],
+        host_has_vnni=kernels["has_vnni"],
+        host_int8_dot_product=bool(kernels["int8_dot_product"]),
+        host_int8_note=str(kernels["note"]),
         arena=arena,
         device_note=_device_note(engine, profile),
         notes=tuple(notes),

@@ -11,6 +11,9 @@ import os
 import platform
 import resource
 import sys
+from typing import Any
+
+from ..hostcpu import HostCpu, host_cpu
 
 #: Distribution whose version names each interpreter in reports.
 DISTRIBUTIONS = {"litert": "ai-edge-litert", "tflite-micro": "tflite-micro", "onnxruntime": "onnxruntime"}
@@ -62,10 +65,73 @@ def peak_rss() -> tuple[int, str]:
     return maxrss * scale, "getrusage(RUSAGE_SELF).ru_maxrss of the benchmark process"
 
 
+#: ARM cpuinfo "Features" flag for the int8 dot-product instructions (SDOT/UDOT) phones' cores have.
+ARM_DOT_FLAG = "asimddp"
+#: Measured on an AVX2-only x86 host (STACK.md): LiteRT/XNNPACK int8 time over float time.
+NO_VNNI_INT8_SLOWDOWN = "MobileNetV2 0.35 96x96 int8 took 1.54x the float time under XNNPACK"
+
+
+def int8_kernels(cpu: HostCpu | None = None) -> dict[str, Any]:
+    """Whether this host has int8 dot-product instructions, and what that means for its int8 timings.
+
+    Host int8 latency is only comparable with a phone's when the host has the same kind of
+    instructions: x86 VNNI (``avx512_vnni``/``avx_vnni``) or ARM dot-product (``asimddp``). Without
+    them int8 runs slower than float on the host while phones run it faster, so the note says so.
+    """
+    cpu = cpu or host_cpu()
+    arm = cpu.arch in ("aarch64", "arm64") or cpu.arch.startswith("arm")
+    if cpu.is_x86:
+        has_dot, flags = cpu.has_vnni, cpu.vnni_flags
+        if has_dot:
+            note = (
+                f"has VNNI ({', '.join(flags)}: x86 int8 dot-product instructions), so int8 can run "
+                "faster than float here, as on a phone's ARM cores; host latency is still not a phone prediction."
+            )
+        else:
+            simd = "AVX-512" if "avx512f" in cpu.flags else "AVX2" if "avx2" in cpu.flags else "no AVX2"
+            note = (
+                f"no VNNI ({simd} only; neither avx512_vnni nor avx_vnni in /proc/cpuinfo), so int8 runs slower "
+                f"than float on this host (measured: {NO_VNNI_INT8_SLOWDOWN}), while phones (ARM dot-product "
+                "instructions) run int8 faster: host int8 latency is not a phone prediction."
+            )
+    elif arm:
+        has_dot, flags = ARM_DOT_FLAG in cpu.flags, [ARM_DOT_FLAG] if ARM_DOT_FLAG in cpu.flags else []
+        if has_dot:
+            note = (
+                "has ARM int8 dot-product instructions (asimddp), like current phone cores; host latency is "
+                "still not a phone prediction."
+            )
+        else:
+            note = (
+                "no ARM dot-product instructions (asimddp missing from /proc/cpuinfo), so int8 runs slower here "
+                "than on phones that have them: host int8 latency is not a phone prediction."
+            )
+    else:
+        has_dot, flags = False, []
+        note = f"{cpu.arch} CPU: int8 dot-product support unknown; host int8 latency is not a phone prediction."
+    return {
+        "cpu": cpu.model_name,
+        "arch": cpu.arch,
+        "has_vnni": cpu.has_vnni if cpu.is_x86 else None,  # an x86 notion
+        "int8_dot_product": has_dot,
+        "dot_product_flags": flags,
+        "note": f"{cpu.model_name} ({cpu.arch}): {note}",
+    }
+
+
+def host_kernels_note(cpu: HostCpu | None = None) -> str:
+    """The one line every host benchmark prints: CPU, VNNI or not, and what that does to int8 timings."""
+    return str(int8_kernels(cpu)["note"])
+
+
 def describe_host() -> dict[str, object]:
+    kernels = int8_kernels()
     return {
         "cpu": cpu_model(),
         "cores": usable_cores(),
         "machine": platform.machine(),
         "python": platform.python_version(),
+        "has_vnni": kernels["has_vnni"],
+        "int8_dot_product": kernels["int8_dot_product"],
+        "int8_note": kernels["note"],
     }

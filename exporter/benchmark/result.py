@@ -119,6 +119,12 @@ class BenchmarkResult:
     host_cpu: str
     host_cores: int
     inputs: str
+    #: Whether the host has x86 VNNI; None off x86 (see ``host_int8_dot_product`` there).
+    host_has_vnni: bool | None = None
+    #: Whether the host has int8 dot-product instructions (x86 VNNI or ARM asimddp), as phones do.
+    host_int8_dot_product: bool | None = None
+    #: The host CPU, its VNNI status and what that means for int8 timings here (host.int8_kernels).
+    host_int8_note: str = ""
     arena: ArenaMeasurement | None = None
     device_note: str = ""
     notes: tuple[str, ...] = ()
@@ -158,6 +164,7 @@ class BenchmarkResult:
             f"  interpreter   {engine}; kernels: {self.kernels}",
             f"  threads       {threads}",
             f"  host          {self.host_cpu}, {self.host_cores} cores",
+            *([f"  host int8     {self.host_int8_note}"] if self.host_int8_note else []),
             f"  inputs        {self.inputs}",
             f"  load          {self.load_ms:.2f} ms (interpreter creation and tensor allocation)",
             f"  first run     {self.first_inference_ms:.3f} ms, then {self.warmup_runs} warm-up runs",
