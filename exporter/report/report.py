@@ -315,6 +315,8 @@ def extra_sections(extra: dict[str, Any]) -> list[str]:
             arena = b.get("arena")
             if arena:
                 lines.append(f"| | TFLite Micro arena: {arena['bytes']:,} B ({arena.get('method', '')}) | | | | | | |")
+        hosts = {b.get("host_int8_note") for b in (bench if isinstance(bench, list) else [bench])} - {None, ""}
+        lines += ["", *(f"- Host CPU: {note}" for note in sorted(hosts))] if hosts else []
     sparsity = extra.get("sparsity")
     if sparsity:
         from ..compress.sparsity import render_markdown as render_sparsity
