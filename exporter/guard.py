@@ -51,14 +51,17 @@ class GuardSpec:
         return "accuracy drop (pp)" if self.max_accuracy_drop_pp is not None else "top-1 agreement (%)"
 
     def measure(self, fidelity: dict[str, Any] | None) -> float | None:
-        """The guarded number from a fidelity report (drop in pp, or agreement in %)."""
+        """The guarded number from a fidelity report (drop in pp, or agreement in %).
+
+        Every output counts: the drop is the labelled output's, the agreement the worst output's.
+        """
         if not fidelity or not fidelity.get("outputs"):
             return None
-        first = fidelity["outputs"][0]
+        outputs = fidelity["outputs"]
         if self.max_accuracy_drop_pp is not None:
-            return first.get("accuracy_drop_pp")
-        agreement = first.get("top1_agreement")
-        return None if agreement is None else 100.0 * agreement
+            return next((o["accuracy_drop_pp"] for o in outputs if o.get("accuracy_drop_pp") is not None), None)
+        agreements = [o["top1_agreement"] for o in outputs if o.get("top1_agreement") is not None]
+        return 100.0 * min(agreements) if agreements else None
 
     def passes(self, value: float | None) -> bool:
         if value is None:

@@ -35,7 +35,14 @@ from .report.report import (
 from .steps.analysis import analyze, config_for, fidelity_inputs, layer_error_rows, layer_sizes, measure_fidelity
 from .steps.bench import benchmark_on_device, benchmark_on_host
 from .steps.guarding import check_guard_inputs, guard_target
-from .steps.onnx import attach_onnx, export_onnx_once, formats_for, onnx_only_report
+from .steps.onnx import (
+    attach_onnx,
+    drop_stale_onnx,
+    export_onnx_once,
+    formats_for,
+    onnx_failed_on_request,
+    onnx_only_report,
+)
 from .steps.outputs import GZIP_FILE, MODEL_FILE, common_facts, write_target
 from .tfimport import import_tensorflow_quietly
 
@@ -58,9 +65,9 @@ class ExportResult:
 
     @property
     def exit_code(self) -> int:
-        return (
-            0 if all(r.verdict in (VERDICT_OK, VERDICT_FORCED) for r in self.reports) else NotSupportedError.exit_code
-        )
+        produced = all(r.verdict in (VERDICT_OK, VERDICT_FORCED) for r in self.reports)
+        # ONNX asked for by --format and not written: 3, like a target that could not be produced
+        return 0 if produced and not onnx_failed_on_request(self.reports) else NotSupportedError.exit_code
 
     def summary(self) -> str:
         return render_summary(self.reports)
@@ -135,6 +142,7 @@ def export(
         progress.step("write", "writing outputs")
         for (report, model), profile in zip(results, profiles, strict=True):
             write_target(report, model, out_dirs[profile.name], common, profile, source, onnx, opts)
+            drop_stale_onnx(report, out_dirs[profile.name])
         if opts.keep_workdir:
             shutil.copytree(work, Path(out_dirs[profiles[0].name]) / "_work", dirs_exist_ok=True)
     progress.done()
@@ -258,11 +266,14 @@ def _same_source(a: str | None, b: str | None) -> bool:
     if not a or not b or "synthetic" in (a, b):
         return False
 
-    def base(spec: str) -> Path:
-        path = Path(spec).expanduser()
+    def base(spec: str) -> tuple[Path, str]:
+        path, function = Path(spec).expanduser(), ""
         if not path.exists() and ":" in spec:
-            path = Path(spec.rsplit(":", 1)[0]).expanduser()
-        return path.resolve()
+            left, right = spec.rsplit(":", 1)
+            path = Path(left).expanduser()
+            if path.suffix.lower() != ".npz":  # file.py:train and file.py:calib are two sources
+                function = right
+        return path.resolve(), function
 
     return base(a) == base(b)
 

@@ -37,17 +37,22 @@ class Fidelity:
     inputs_from: str
     outputs: list[OutputFidelity]
 
+    # A model is as faithful as its worst output: a detector whose boxes drift but whose classes agree
+    # is not fine. The summary figures (and the accuracy guard) therefore take the worst over outputs.
+
     @property
     def top1_agreement(self) -> float | None:
-        return self.outputs[0].top1_agreement if self.outputs else None
+        values = [o.top1_agreement for o in self.outputs if o.top1_agreement is not None]
+        return min(values) if values else None
 
     @property
     def snr_db(self) -> float | None:
-        return self.outputs[0].snr_db if self.outputs else None
+        return min((o.snr_db for o in self.outputs), default=None)
 
     @property
     def accuracy_drop_pp(self) -> float | None:
-        return self.outputs[0].accuracy_drop_pp if self.outputs else None
+        """The drop of the labelled output (labels score one output: see :func:`labelled_output`)."""
+        return next((o.accuracy_drop_pp for o in self.outputs if o.accuracy_drop_pp is not None), None)
 
     def to_dict(self) -> dict:
         outputs = [dict(_clean(asdict(o)), accuracy_drop_pp=o.accuracy_drop_pp) for o in self.outputs]
@@ -84,6 +89,25 @@ def accuracy(outputs: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(predicted == np.asarray(labels).reshape(-1).astype(np.int64)))
 
 
+def labelled_output(reference: Sequence[np.ndarray], labels: np.ndarray, input_sizes: Sequence[int] = ()) -> int | None:
+    """Which output the labels score: the first classification output whose classes hold every label.
+
+    A multi-output model (say a box regressor beside a classifier, in Keras' sorted key order) has
+    its class scores anywhere; a single-output model is scored on its only output, as before.
+    """
+    if len(reference) == 1:
+        return 0
+    flat = np.asarray(labels).reshape(len(labels), -1)
+    top = int(flat.max()) if flat.size and flat.shape[1] == 1 else None
+    for position, ref in enumerate(reference):
+        ref = ref.reshape(ref.shape[0], -1)
+        if not _is_classification(ref, input_sizes) or ref.shape[0] != len(labels):
+            continue
+        if (top is not None and top < ref.shape[1]) or flat.shape[1] == ref.shape[1]:
+            return position
+    return None
+
+
 def compare(
     reference: Sequence[np.ndarray],
     actual: Sequence[np.ndarray],
@@ -92,8 +116,9 @@ def compare(
     labels: np.ndarray | None = None,
     input_sizes: Sequence[int] = (),
 ) -> Fidelity:
-    """Float vs int8 per output; with ``labels``, also each model's accuracy on the first output."""
+    """Float vs int8 per output; with ``labels``, also each model's accuracy on the labelled output."""
     outputs = []
+    scored = labelled_output(reference, labels, input_sizes) if labels is not None else None
     for position, (ref, act, name) in enumerate(zip(reference, actual, names, strict=True)):
         ref = ref.reshape(ref.shape[0], -1) if ref.ndim > 2 else ref
         act = act.reshape(ref.shape)
@@ -101,7 +126,7 @@ def compare(
         agreement = (
             float(np.mean(np.argmax(ref, 1) == np.argmax(act, 1))) if _is_classification(ref, input_sizes) else None
         )
-        labelled = labels is not None and position == 0 and len(labels) == ref.shape[0]
+        labelled = labels is not None and position == scored and len(labels) == ref.shape[0]
         outputs.append(
             OutputFidelity(
                 name=name,

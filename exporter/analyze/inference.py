@@ -64,12 +64,11 @@ def run_reference(
 ) -> list[np.ndarray]:
     """Float outputs of the original model: Keras when we have it, else its float TFLite twin."""
     if source.keras_model is not None:
-        result = source.keras_model.predict(list(inputs) if len(inputs) > 1 else inputs[0], batch_size=32, verbose=0)
-        if isinstance(result, dict):
-            result = list(result.values())
-        if not isinstance(result, (list, tuple)):
-            result = [result]
-        return [np.asarray(r, dtype=np.float32) for r in result]
+        from ..convert.io_order import keras_inputs, keras_outputs
+
+        model = source.keras_model
+        result = model.predict(keras_inputs(model, list(inputs)), batch_size=32, verbose=0)
+        return [np.asarray(r, dtype=np.float32) for r in keras_outputs(source, result)]
     if float_tflite is not None:
         return run_tflite(float_tflite, inputs)
     if source.tflite_bytes is not None:

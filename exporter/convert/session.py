@@ -17,6 +17,7 @@ from ..calibrate.dataset import CalibrationSet
 from ..load.model import SourceModel
 from ..progress import Progress
 from .input_range import pin_input_range
+from .io_order import order_io, signature_keys
 from .tflite import QuantizationConfig, prepare_saved_model, run_converter, write_calibration
 
 
@@ -74,6 +75,7 @@ class ConversionSession:
         self.progress.step("convert", f"converting ({config.describe()})")
         started = time.perf_counter()
         model = run_converter(self.source, saved_model, mode, self.work, config=config, calib_path=calib_path, tag=tag)
+        model = order_io(model, *signature_keys(self.source))
         seconds = time.perf_counter() - started
         pins = []
         if not config.int16_activations:
@@ -99,9 +101,8 @@ class ConversionSession:
         if self._float is None:
             saved_model, mode = self._prepared()
             self.progress.step("convert", "converting a float reference")
-            self._float = run_converter(
-                self.source, saved_model, mode, self.work, config=None, calib_path=None, tag="float"
-            )
+            model = run_converter(self.source, saved_model, mode, self.work, config=None, calib_path=None, tag="float")
+            self._float = order_io(model, *signature_keys(self.source))
         return self._float
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ..calibrate.dataset import CalibrationSet
 from ..childproc import first_line, log_tail, run_worker, signal_name
 from ..errors import ConversionError, InputModelError
 from ..load.model import SourceModel
+from .io_order import keras_inputs, signature_keys, signature_name
 
 log = logging.getLogger(__name__)
 
@@ -77,18 +79,28 @@ def prepare_saved_model(source: SourceModel, workdir: Path) -> tuple[Path, str]:
 def _export_keras(source: SourceModel, out: Path) -> Path:
     import tensorflow as tf
 
-    signature = [
-        tf.TensorSpec(spec.shape, tf.float32, name=_sig_name(spec.name, i)) for i, spec in enumerate(source.inputs)
+    specs = [
+        tf.TensorSpec(spec.shape, tf.as_dtype(spec.dtype), name=signature_name(spec.name, i))
+        for i, spec in enumerate(source.inputs)
     ]
     model = source.keras_model
+    # One positional argument in the structure the model was built with: a dict-input model gets a dict
+    # keyed by input name, a list-input model one list (a flat list of specs would be read as separate
+    # call arguments: "expects 2 named input(s) ... but it received 1 input tensors").
+    signature = [keras_inputs(model, specs)]
     try:
-        model.export(str(out), format="tf_saved_model", input_signature=signature, verbose=False)
-    except TypeError:
-        model.export(str(out), format="tf_saved_model", input_signature=signature)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # Keras 2 files: "structure of `inputs` doesn't match"
+            try:
+                model.export(str(out), format="tf_saved_model", input_signature=signature, verbose=False)
+            except TypeError:
+                model.export(str(out), format="tf_saved_model", input_signature=signature)
     except Exception as exc:
+        shapes = ", ".join(f"{s.name} {s.shape}" for s in source.inputs)
         raise ConversionError(
-            f"Could not trace the Keras model with input shapes {[s.shape for s in source.inputs]}: {first_line(exc)}.",
-            hint="Check --input-shape and that the model runs on a batch of 1.",
+            f"TensorFlow could not trace the Keras model on batch-1 inputs ({shapes}): {first_line(exc)}.",
+            hint="If an input has unknown dimensions, pass --input-shape; otherwise check that the model "
+            "runs on one sample (model(x) with these shapes) and report it to edgeport.",
         ) from exc
     return out
 
@@ -114,11 +126,6 @@ def _retrace_saved_model(source: SourceModel, out: Path) -> Path:
     return out
 
 
-def _sig_name(name: str, index: int) -> str:
-    cleaned = re.sub(r"[^A-Za-z0-9_]", "_", name) or f"input_{index}"
-    return cleaned if not cleaned[0].isdigit() else f"input_{cleaned}"
-
-
 def write_calibration(calib: CalibrationSet, path: Path) -> Path:
     np.savez(path, **{f"input_{i}": a.astype(np.float32) for i, a in enumerate(calib.arrays)})
     return path
@@ -142,6 +149,10 @@ def run_converter(
         "saved_model_dir": str(saved_model_dir),
         "input_shapes": {(s.tensor_name or s.name): list(s.shape) for s in source.inputs},
         "n_inputs": len(source.inputs),
+        # The calibrator feeds a list by the converted graph's input order, which is not the Keras order
+        # (exporter.convert.io_order); keyed by signature name, each sample reaches its own input.
+        "input_keys": signature_keys(source)[0] if mode == "v2" else None,
+        "input_dtypes": [s.dtype for s in source.inputs],
         "quantize": config is not None,
         "calib_path": str(calib_path) if calib_path else None,
         "output_path": str(output),

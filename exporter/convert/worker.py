@@ -18,15 +18,18 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def _representative(calib_path: str, n_inputs: int):
+def _representative(calib_path: str, n_inputs: int, keys: list[str] | None, dtypes: list[str] | None):
+    """Batch-1 samples; keyed by signature name when the model has a signature (see io_order)."""
     import numpy as np
 
     data = np.load(calib_path)
-    arrays = [data[f"input_{i}"] for i in range(n_inputs)]
+    types = dtypes or ["float32"] * n_inputs
+    arrays = [data[f"input_{i}"].astype(types[i]) for i in range(n_inputs)]
 
     def generate():
         for i in range(arrays[0].shape[0]):
-            yield [a[i : i + 1].astype(np.float32) for a in arrays]
+            sample = [a[i : i + 1] for a in arrays]
+            yield dict(zip(keys, sample, strict=True)) if keys and n_inputs > 1 else sample
 
     return generate
 
@@ -47,7 +50,9 @@ def convert(request: dict[str, Any]) -> bytes:
     converter = _converter(request)
     if request["quantize"]:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative(request["calib_path"], request["n_inputs"])
+        converter.representative_dataset = _representative(
+            request["calib_path"], request["n_inputs"], request.get("input_keys"), request.get("input_dtypes")
+        )
         if request.get("int16_activations"):
             ops = tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
         else:
