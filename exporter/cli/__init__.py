@@ -15,8 +15,8 @@ import traceback
 
 from .. import __version__
 from ..errors import EXIT_INTERNAL, EXIT_USAGE, EdgeportError
+from ..guides import doc
 from . import bench_cmd, compress_cmd, edgetpu_cmd, export_cmd, report_cmd, run_cmd, suggest_cmd, targets_cmd
-from .docs import doc
 
 _COMMANDS = (export_cmd, targets_cmd, bench_cmd, report_cmd, edgetpu_cmd, run_cmd, compress_cmd, suggest_cmd)
 

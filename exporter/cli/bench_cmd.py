@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .docs import doc
+from ..guides import doc
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,8 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from ..guides import doc
 from ..options import ExportOptions, parse_bytes, parse_floats, parse_shape
-from .docs import doc
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 from ...atomic import scratch_dir, write_bytes, write_text
 from ...errors import ConversionError, DeviceError
+from ...guides import doc
 from .compiler_log import CompilerLog, parse_compiler_log
 from .partition import EdgeTpuAnalysis
 
@@ -162,7 +163,7 @@ def run_compiler(
             first = parsed.errors[0] if parsed.errors else (stdout.strip().splitlines() or ["no output"])[-1]
             raise ConversionError(
                 f"edgetpu_compiler failed on {model.name} (exit {done.returncode}): {first}",
-                hint="See the versions table in docs/edgetpu.md; 'edgeport edgetpu MODEL' predicts which op is at fault.",
+                hint=f"See the versions table in {doc('edgetpu.md')}; 'edgeport edgetpu MODEL' predicts which op is at fault.",
             )
         written_model = None
         for path in compiled:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 #: The shipped guides (in a checkout, ``exporter/docs`` is a symlink to the repository's ``docs/``).
-DOCS_DIR = Path(__file__).resolve().parent.parent / "docs"
+DOCS_DIR = Path(__file__).resolve().parent / "docs"
 
 
 def doc(name: str) -> str:
