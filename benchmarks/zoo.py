@@ -203,6 +203,20 @@ def host_line() -> str:
     return host_kernels_note()
 
 
+def summarize(reasons: list[str], keep: int = 2) -> str:
+    """The reasons, with runs of the same message for other ops/layers counted instead of repeated."""
+    shapes: dict[str, list[str]] = {}
+    for reason in reasons:
+        shape = re.sub(r"\(op \d+\)|'[^']*'", "_", reason)
+        shapes.setdefault(shape, []).append(reason)
+    parts = []
+    for same in shapes.values():
+        parts.extend(same[:keep])
+        if len(same) > keep:
+            parts.append(f"(and {len(same) - keep} more like it)")
+    return " ".join(parts)
+
+
 def _gb(value: int) -> str:
     return f"{value / 1024**3:.2f} GB"
 
@@ -249,7 +263,7 @@ def render(rows: list[dict[str, Any]], real: list[dict[str, Any]], command: str)
     lines += ["", "## Reasons, per model and target", ""]
     for row in rows:
         details = [
-            f"  - {t}: {r['verdict']}: {' '.join(r['reasons'])}" for t, r in row["targets"].items() if r["reasons"]
+            f"  - {t}: {r['verdict']}: {summarize(r['reasons'])}" for t, r in row["targets"].items() if r["reasons"]
         ]
         if row["error"]:
             details.insert(0, f"  - export: `{row['error']}`")
@@ -273,7 +287,7 @@ def render(rows: list[dict[str, Any]], real: list[dict[str, Any]], command: str)
             limit = REAL_SIZES[row["name"]]
             ok = row["exit"] in (0, 3) and not row["flags"] and (limit is None or row["peak_rss"] <= limit)
             target = row["targets"].get("android-arm64")
-            reasons = " ".join(target["reasons"]) if target else row["error"]
+            reasons = summarize(target["reasons"]) if target else row["error"]
             lines.append(
                 f"| {row['name']} | {row['params']:,} | {row['exit']} | {row['wall_s']:.0f} s | {_gb(row['peak_rss'])} | "
                 f"{_gb(limit) if limit else 'completes'} | {_cell(target)} {reasons} | {'pass' if ok else 'FAIL'} |"

@@ -251,6 +251,26 @@ ZOO: dict[str, ZooEntry] = {
 }
 
 
+#: Small variants for tests/test_zoo.py (seconds each); not part of the benchmark's table.
+FAST: dict[str, ZooEntry] = {
+    e.name: e
+    for e in (
+        ZooEntry(
+            "MobileNetV2-0.35-32",
+            "keras.applications",
+            _app("MobileNetV2", 32, alpha=0.35),
+            _img(32, _IMG_SIGNED),
+            "32x32, alpha 0.35",
+        ),
+    )
+}
+
+
+def entry(name: str) -> ZooEntry:
+    """A zoo entry by name, fast test variants included."""
+    return ZOO[name] if name in ZOO else FAST[name]
+
+
 def sample_inputs(entry: ZooEntry, n: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded uniform data for each input, in the range the model expects (float32)."""
     rng = np.random.default_rng(seed)
@@ -337,10 +357,10 @@ def _output_heads(model: Any, keras: Any) -> list[Any]:
 
 def build(name: str, keras: Any, *, seed: int = 0, samples: int = 64) -> tuple[Any, dict[str, np.ndarray], list[str]]:
     """The zoo model ``name``, made non-degenerate on ``samples`` seeded inputs, and those inputs."""
-    entry = ZOO[name]
+    spec = entry(name)
     keras.utils.set_random_seed(seed)
-    model = entry.build(keras)
-    data = sample_inputs(entry, samples, seed=seed)
+    model = spec.build(keras)
+    data = sample_inputs(spec, samples, seed=seed)
     done = make_realistic(model, data, keras)
     return model, data, done
 
@@ -348,10 +368,10 @@ def build(name: str, keras: Any, *, seed: int = 0, samples: int = 64) -> tuple[A
 def save(name: str, folder: Path, keras: Any, *, calib_samples: int = 100, seed: int = 0) -> dict[str, Any]:
     """Build ``name``, save ``model.keras`` and the calibration data (.npy for one input, .npz by name)."""
     folder.mkdir(parents=True, exist_ok=True)
-    model, _, done = build(name, keras, seed=seed, samples=ZOO[name].stat_samples)
+    model, _, done = build(name, keras, seed=seed, samples=entry(name).stat_samples)
     model_path = folder / "model.keras"
     model.save(model_path)
-    calib = sample_inputs(ZOO[name], calib_samples, seed=seed + 1)
+    calib = sample_inputs(entry(name), calib_samples, seed=seed + 1)
     if len(calib) == 1:
         calib_path = folder / "calib.npy"
         np.save(calib_path, next(iter(calib.values())))
