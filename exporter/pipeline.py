@@ -123,8 +123,9 @@ def export(
         if not source.is_tflite:
             recalibrate = partial(_recalibrate, source, opts, evaluation)
             session = ConversionSession(source, calibration, work, progress, recalibrate)
-        reference = _reference_outputs(source, checked, session)
+        # ONNX first: its child processes then run beside a parent that holds no TFLite reference yet
         onnx = export_onnx_once(source, profiles, opts, calibration, evaluation, work, progress)
+        reference = _reference_outputs(source, checked, session)
         results = []
         for profile in profiles:
             progress.step("verify", f"{profile.name}: checking ops, dtypes, memory and fidelity")

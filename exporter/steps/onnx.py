@@ -1,18 +1,47 @@
 """ONNX for the targets that want it: one export shared by all of them, attached to each report.
 
-ONNX is a default for some targets (android-arm64 writes both formats), so a failure there is kept as
-a warning unless the user asked for ONNX explicitly, in which case it is the export's error.
+ONNX never takes TFLite down. The export runs once, before the targets; when it fails (unsupported
+op, converter crash, out of memory) the failure is kept, not raised, and every TFLite target is
+still converted and written:
+
+- a target that writes TFLite and ONNX (android-arm64 by default, or ``--format tflite,onnx``) keeps
+  its TFLite verdict and gets the warning ``ONNX not written: <reason>``, printed on the terminal and
+  stored in report.json (``warnings`` and ``onnx_error``); when ONNX was asked for by ``--format``,
+  the export's exit code is 3;
+- a target that writes only ONNX (the generic ``onnx`` target, or ``--format onnx``) has nothing to
+  write: its verdict is "not supported" with that reason, so the exit code is 3 and only its reports
+  are written (an ``.onnx`` left there by an earlier run is removed, so nothing stale looks current).
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
+from ..childproc import first_line
 from ..errors import EdgeportError, UsageError
 from ..options import ExportOptions
 from ..profiles import TargetProfile
-from ..report.report import VERDICT_OK, TargetReport
+from ..report.report import VERDICT_NOT_SUPPORTED, VERDICT_OK, TargetReport
 from .analysis import fidelity_inputs
+
+log = logging.getLogger(__name__)
+
+ONNX_FILES = ("model_float.onnx", "model_int8.onnx")
+
+
+class OnnxFailure(Exception):
+    """Why the shared ONNX export wrote nothing; ``requested`` when the user asked for ONNX explicitly."""
+
+    def __init__(self, reason: str, exit_code: int, requested: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.exit_code = exit_code
+        self.requested = requested
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"written": False, "error": self.reason, "exit_code": self.exit_code, "requested": self.requested}
 
 
 def formats_for(profile: TargetProfile, opts: ExportOptions) -> tuple[str, ...]:
@@ -25,7 +54,7 @@ def formats_for(profile: TargetProfile, opts: ExportOptions) -> tuple[str, ...]:
 
 
 def export_onnx_once(source, profiles, opts, calibration, evaluation, work, progress) -> Any:
-    """One ONNX export shared by every target that wants it (an error is kept when ONNX was only a default)."""
+    """One ONNX export shared by every target that wants it; a failure is returned as :class:`OnnxFailure`."""
     wanted = [p for p in profiles if "onnx" in formats_for(p, opts)]
     if not wanted:
         return None
@@ -33,11 +62,11 @@ def export_onnx_once(source, profiles, opts, calibration, evaluation, work, prog
     if source.keras_model is None:
         error = UsageError("ONNX export needs a Keras model (.keras or .h5).", hint="Pass --format tflite.")
         if explicit:
-            raise error
-        return error
+            raise error  # bad input, known before any work: exit 2 as for any other argument error
+        return OnnxFailure(str(error), error.exit_code, explicit)
     from ..convert.onnx import export_onnx
 
-    progress.step("convert", "exporting ONNX (float and int8 QDQ)")
+    progress.step("convert", "exporting ONNX (float and int8 QDQ, in child processes)")
     check = fidelity_inputs(evaluation) if evaluation is not None else None
     try:
         return export_onnx(
@@ -52,22 +81,44 @@ def export_onnx_once(source, profiles, opts, calibration, evaluation, work, prog
             check_inputs_from=f"{evaluation.count} evaluation samples from {evaluation.source}" if evaluation else None,
         )
     except EdgeportError as exc:
-        if explicit:
-            raise
-        return exc
+        failure = OnnxFailure(str(exc), exc.exit_code, explicit)
+    except Exception as exc:  # a bug on the ONNX path must not cost the TFLite targets
+        log.debug("ONNX export failed", exc_info=True)
+        reason = f"internal error in the ONNX export: {type(exc).__name__}: {first_line(exc)} (re-run with --debug and report it)"
+        failure = OnnxFailure(reason, 1, explicit)
+    names = ", ".join(p.name for p in wanted)
+    log.warning("ONNX not written (%s): %s", names, failure.reason)
+    progress.note("ONNX not written; the TFLite targets continue")
+    return failure
 
 
 def attach_onnx(report: TargetReport, profile: TargetProfile, opts: ExportOptions, onnx: Any) -> None:
     if "onnx" not in formats_for(profile, opts) or onnx is None:
         return
     if isinstance(onnx, Exception):
-        report.warnings.append(f"ONNX not written: {onnx}")
+        failure = onnx if isinstance(onnx, OnnxFailure) else OnnxFailure(str(onnx), 4, False)
+        report.warnings.append(f"ONNX not written: {failure.reason}")
+        report.extra["onnx_error"] = failure.to_dict()
         return
     report.extra["onnx"] = onnx.to_dict()
 
 
+def onnx_failed_on_request(reports: list[TargetReport]) -> bool:
+    """True when ONNX was asked for explicitly (``--format``/``onnx`` target) and was not written."""
+    return any((r.extra.get("onnx_error") or {}).get("requested") for r in reports)
+
+
 def onnx_only_report(profile: TargetProfile, onnx: Any) -> TargetReport:
     """The generic ONNX target: no TFLite model, the ONNX files and their checks are the result."""
+    if isinstance(onnx, Exception) or onnx is None:
+        reason = onnx.reason if isinstance(onnx, OnnxFailure) else str(onnx or "ONNX export did not run")
+        return TargetReport(
+            target=profile.name,
+            profile=profile.to_dict(),
+            verdict=VERDICT_NOT_SUPPORTED,
+            reasons=[f"ONNX not written: {reason}"],
+            conversion={"scheme": "ONNX: float (tf2onnx) and int8 QDQ (onnxruntime quantize_static)"},
+        )
     int8 = onnx.int8_model
     fidelity = int8.check.to_dict().get("fidelity") if int8 is not None else None
     return TargetReport(
@@ -77,7 +128,30 @@ def onnx_only_report(profile: TargetProfile, onnx: Any) -> TargetReport:
         conversion={
             "scheme": "ONNX: float (tf2onnx) and int8 QDQ (onnxruntime quantize_static)",
             "converter": onnx.to_dict().get("converter"),
+            "fidelity_semantics": int8.check.semantics if int8 is not None else onnx.float_model.check.semantics,
         },
         memory={"model_bytes": int8.size_bytes if int8 is not None else onnx.float_model.size_bytes},
         fidelity=fidelity,
     )
+
+
+def drop_stale_onnx(report: TargetReport, directory: Path) -> None:
+    """An ONNX that was wanted and not written: remove .onnx files an earlier run left in ``directory``."""
+    if "onnx_error" not in report.extra:
+        return
+    for name in ONNX_FILES:
+        path = Path(directory) / name
+        if path.exists():
+            path.unlink()
+            log.info("removed %s from an earlier run: this export did not write ONNX", path)
+
+
+__all__ = [
+    "OnnxFailure",
+    "attach_onnx",
+    "drop_stale_onnx",
+    "export_onnx_once",
+    "formats_for",
+    "onnx_failed_on_request",
+    "onnx_only_report",
+]
