@@ -23,15 +23,19 @@ AD_SAMPLE = "normal_id_01_00000000_hist_librosa.bin"
 AD_KERAS_SCORE = 9.4913  # float Keras on the shipped sample, mean MSE over 196 windows
 
 
-def _session(path):
+def _session(path, optimized: bool = True):
+    """A session; ``optimized=False`` is reference QDQ semantics (no fused int8 kernels, host-independent)."""
     import onnxruntime as ort
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if not optimized:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def _run(path, x: np.ndarray) -> np.ndarray:
+def _run(path, x: np.ndarray, optimized: bool = True) -> np.ndarray:
     """Outputs of a batch-1 model, sample by sample."""
-    session = _session(path)
+    session = _session(path, optimized)
     name = session.get_inputs()[0].name
     return np.concatenate([session.run(None, {name: x[i : i + 1]})[0] for i in range(len(x))])
 
@@ -87,10 +91,11 @@ def test_mnist_int8_qdq_agrees_on_held_out_eval(mnist_onnx, mnist_splits):
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     weights_q = [n for n in int8.graph.node if n.op_type == "DequantizeLinear" and n.input[0].endswith("_quantized")]
     assert weights_q, "weights should be stored as int8 initializers"
-    int8_out = _run(out / INT8_FILE, x_eval)
+    int8_out = _run(out / INT8_FILE, x_eval, optimized=False)  # reference QDQ: the same on every host
     agreement = float(np.mean(np.argmax(int8_out, 1) == np.argmax(keras_out, 1)))
     assert agreement >= 0.98
     assert result.int8_model.check.top1_agreement == pytest.approx(agreement)
+    assert "ORT_DISABLE_ALL" in result.int8_model.check.semantics
     labels = mnist_splits["eval"][1]
     float_acc = float(np.mean(np.argmax(keras_out, 1) == labels))
     int8_acc = float(np.mean(np.argmax(int8_out, 1) == labels))
@@ -100,6 +105,16 @@ def test_mnist_int8_qdq_agrees_on_held_out_eval(mnist_onnx, mnist_splits):
     assert result.quantization["per_channel"] is True and result.quantization["format"] == "QDQ"
     report = result.to_dict()
     assert report["int8"]["check"]["measured"].startswith("measured (host, onnxruntime")
+    assert "reference QDQ semantics (onnxruntime ORT_DISABLE_ALL" in report["int8"]["check"]["measured"]
+    # the host's optimized kernels are measured too, labelled with the CPU (never silently)
+    from exporter.hostcpu import host_cpu
+
+    host = report["int8"]["host_check"]
+    assert (
+        host["semantics"].startswith("host kernels: onnxruntime optimized")
+        and host_cpu().describe() in host["semantics"]
+    )
+    assert host["samples"] == 3000
     assert report["int8"]["check"]["inputs_from"] == "MNIST eval split"
     assert set(report["timings_s"]) >= {"convert_s", "quantize_s", "verify_float_s", "verify_int8_s"}
 
@@ -133,9 +148,16 @@ def test_mlperf_tiny_ad_int8_score_within_3_percent(assets, tmp_path):
     result = export_onnx(source, tmp_path, calibration=_calibration([windows], AD_SAMPLE), check_inputs=[windows])
 
     float_score = _ad_score(windows, _run(tmp_path / FLOAT_FILE, windows))
-    int8_score = _ad_score(windows, _run(tmp_path / INT8_FILE, windows))
+    # Reference QDQ semantics: onnxruntime's fused int8 kernels saturate on AVX2-only CPUs (10.74 there,
+    # +13 %), which is the host, not the file; no test may depend on the host's int8 kernels.
+    int8_score = _ad_score(windows, _run(tmp_path / INT8_FILE, windows, optimized=False))
     assert float_score == pytest.approx(AD_KERAS_SCORE, abs=1e-3)
     assert abs(int8_score - float_score) / float_score < 0.03
+    reported = result.int8_model.check
+    assert "ORT_DISABLE_ALL" in reported.semantics
+    keras_out = source.keras_model.predict(windows, verbose=0)
+    reference_error = float(np.max(np.abs(_run(tmp_path / INT8_FILE, windows, optimized=False) - keras_out)))
+    assert reported.max_abs_error == pytest.approx(reference_error, rel=1e-4)
     assert result.input_names == ["input_1"] and result.output_names == [source.outputs[0].name]
     # outputs reach 62: the float tolerance scales with them, and the float model is still within it
     check = result.float_model.check
@@ -302,3 +324,190 @@ def test_two_inputs_two_outputs_keep_keras_names_and_order(tmp_path):
     for g, e in zip(got, expected, strict=True):
         np.testing.assert_allclose(g, e[:1], atol=1e-5)
     assert _session(tmp_path / "out" / INT8_FILE).get_outputs()[1].name == "probs"
+
+
+# --- preprocessing layers inside the model ---------------------------------------------------------------
+
+
+def test_normalization_and_rescaling_layers_convert_and_match_keras(tmp_path):
+    """Normalization constants are captured eager tensors; tf2onnx.from_function made them graph inputs."""
+    keras = quiet_keras()
+    keras.utils.set_random_seed(11)
+    rng = np.random.default_rng(11)
+    pixels = (rng.random((40, 12, 12, 3)) * 255).astype(np.float32)
+    adapted = keras.layers.Normalization(axis=-1, name="adapted")
+    adapted.adapt(pixels / 127.5 - 1.0)
+    image = keras.Input((12, 12, 3), name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="rescale")(image)
+    x = adapted(x)
+    x = keras.layers.Normalization(mean=[0.1, -0.2, 0.3], variance=[0.5, 2.0, 1.5], name="given")(x)
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = keras.layers.Dense(4, activation="softmax", name="head")(x)
+    keras.Model(image, outputs, name="preprocessing_net").save(tmp_path / "pre.keras")
+    source = load_model(tmp_path / "pre.keras")
+    result = export_onnx(source, tmp_path / "out", calibration=_calibration([pixels[:30]], "random pixels"))
+    assert result.input_names == ["image"] and result.output_names == ["head"]
+    session = _session(tmp_path / "out" / FLOAT_FILE)
+    assert [i.name for i in session.get_inputs()] == ["image"]  # no extra inputs for the constants
+    held_out = pixels[30:]
+    expected = source.keras_model.predict(held_out, verbose=0)
+    np.testing.assert_allclose(_run(tmp_path / "out" / FLOAT_FILE, held_out), expected, atol=1e-5)
+    int8 = _run(tmp_path / "out" / INT8_FILE, held_out, optimized=False)
+    assert np.max(np.abs(int8 - expected)) < 0.05
+    assert result.int8_model.check.agrees
+
+
+# --- child processes: a crash costs the ONNX files only ---------------------------------------------------
+
+
+@pytest.mark.parametrize("task", ["convert", "verify"])
+def test_worker_crash_is_one_line_and_writes_nothing(task, tiny_keras_path, tiny_calib_path, tmp_path, monkeypatch):
+    from exporter.convert.onnx_worker import CRASH_ENV
+
+    source = load_model(tiny_keras_path)
+    calibration = load_calibration(str(tiny_calib_path), source.inputs, samples=20)
+    monkeypatch.setenv(CRASH_ENV, task)
+    with pytest.raises(ConversionError) as info:
+        export_onnx(source, tmp_path / "out", calibration=calibration)
+    message = str(info.value)
+    what = "tf2onnx" if task == "convert" else "onnxruntime"
+    assert message.startswith(f"{what} crashed (signal SIGABRT)") and "no .onnx file was written" in message
+    assert "\n" not in message and info.value.exit_code == 4
+    assert not (tmp_path / "out").exists()
+
+
+# --- bounded calibration memory ------------------------------------------------------------------------------
+
+
+def test_chunked_minmax_ranges_equal_one_pass_and_give_quantize_statics_own_file(
+    tiny_keras_path, tiny_calib_path, tmp_path
+):
+    """Ranges collected 7 samples at a time are exactly those of one pass, and the int8 file is the
+    one quantize_static writes with its own (unbounded) calibration."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    from exporter.convert.onnx_worker import _reader, calibration_ranges
+
+    source = load_model(tiny_keras_path)
+    export_onnx(source, tmp_path, calibration=None)
+    pre = str(tmp_path / "pre.onnx")
+    quant_pre_process(str(tmp_path / FLOAT_FILE), pre)
+    arrays = [np.load(tiny_calib_path)[:60]]
+    chunked, chunk = calibration_ranges(pre, arrays, ["image"], "minmax", tmp_path, chunk=7)
+    whole, _ = calibration_ranges(pre, arrays, ["image"], "minmax", tmp_path, chunk=60)
+    assert chunk == 7 and set(chunked.data) == set(whole.data) and len(whole.data) >= 4
+    for name in whole.data:
+        for ours, one_pass in zip(chunked.data[name].range_value, whole.data[name].range_value, strict=True):
+            np.testing.assert_array_equal(ours, one_pass)
+
+    def quantize(path, **kwargs):
+        quantize_static(
+            pre,
+            str(path),
+            _reader(arrays, ["image"]),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            **kwargs,
+        )
+        return path.read_bytes()
+
+    save_tensors_data(chunked, tmp_path / "ranges.json")
+    ours = quantize(tmp_path / "ours.onnx", calibration_cache_path=str(tmp_path / "ranges.json"))
+    assert ours == quantize(tmp_path / "theirs.onnx")
+
+
+# --- host CPU ---------------------------------------------------------------------------------------------
+
+
+def test_host_cpu_flags_say_whether_int8_kernels_have_vnni():
+    from exporter.hostcpu import host_cpu, parse_cpuinfo
+
+    epyc = parse_cpuinfo("processor\t: 0\nmodel name\t: AMD EPYC 7B12\nflags\t\t: fpu sse2 avx avx2 fma\n", "x86_64")
+    assert not epyc.has_vnni and epyc.describe() == "CPU lacks VNNI (AVX2 only)" and epyc.model_name == "AMD EPYC 7B12"
+    xeon = parse_cpuinfo("model name\t: Intel Xeon\nflags\t: avx2 avx512f avx512_vnni\n", "x86_64")
+    assert xeon.has_vnni and xeon.describe() == "CPU has VNNI (avx512_vnni)"
+    arm = parse_cpuinfo("Features\t: fp asimd asimddp\n", "aarch64")
+    assert not arm.has_vnni and "not x86" in arm.describe()
+    here = host_cpu()
+    flags = open("/proc/cpuinfo").read()
+    assert here.has_vnni == ("avx512_vnni" in flags or "avx_vnni" in flags)
+
+
+# --- ONNX never takes TFLite down (the export driver and the CLI) -----------------------------------------
+
+
+def test_cli_onnx_crash_keeps_every_tflite_target(tiny_keras_path, tiny_calib_path, tmp_path):
+    """The real command in a fresh process, so the terminal output is what a user sees."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from exporter.convert.onnx_worker import CRASH_ENV
+
+    out = tmp_path / "out"
+    env = dict(os.environ, **{CRASH_ENV: "convert"})
+    targets = "android-arm64,cortex-m4,onnx"
+    args = ["export", str(tiny_keras_path), "--target", targets, "--calib", str(tiny_calib_path), "-o", str(out)]
+    run = subprocess.run(
+        [sys.executable, "-m", "exporter", *args, "--quiet"], capture_output=True, text=True, env=env, timeout=600
+    )
+    assert run.returncode == 3, run.stderr  # the onnx target could not be produced; nothing else failed
+    assert "Traceback" not in run.stderr
+    warning = [ln for ln in run.stderr.splitlines() if "ONNX not written" in ln and "WARNING" in ln]
+    assert len(warning) == 1 and "tf2onnx crashed (signal SIGABRT)" in warning[0]
+    for target in ("android-arm64", "cortex-m4"):
+        report = json.loads((out / target / "report.json").read_text())
+        assert report["verdict"] == "ok" and (out / target / "model_int8.tflite").is_file()
+    phone = json.loads((out / "android-arm64" / "report.json").read_text())
+    assert any(w.startswith("ONNX not written: tf2onnx crashed") for w in phone["warnings"])
+    assert phone["onnx_error"]["written"] is False and "onnx" not in phone
+    assert (out / "cortex-m4" / "model_data.cc").is_file() or any((out / "cortex-m4").glob("*.c*"))
+    onnx_report = json.loads((out / "onnx" / "report.json").read_text())
+    assert onnx_report["verdict"] == "not supported"
+    assert onnx_report["reasons"][0].startswith("ONNX not written: tf2onnx crashed (signal SIGABRT)")
+    assert not list(out.rglob("*.onnx")), "no partial ONNX file anywhere"
+    assert "onnx: ONNX not written" in run.stderr  # the CLI's reason line for the failed target
+
+
+def test_onnx_default_failure_is_a_warning_and_explicit_format_is_not_supported(
+    tiny_keras_path, tiny_calib_path, tmp_path, monkeypatch
+):
+    import exporter
+    from exporter.convert.onnx_worker import CRASH_ENV
+
+    monkeypatch.setenv(CRASH_ENV, "verify")
+    (tmp_path / "onnx_only").mkdir()
+    (tmp_path / "onnx_only" / FLOAT_FILE).write_bytes(b"stale from an earlier run")
+    default = exporter.export(
+        tiny_keras_path, target="android-arm64", calib=str(tiny_calib_path), output_dir=tmp_path / "d"
+    )
+    report = default.report("android-arm64")
+    assert default.exit_code == 0 and report.verdict == "ok"  # ONNX was only a default output
+    assert any(w.startswith("ONNX not written: onnxruntime crashed") for w in report.warnings)
+    assert (tmp_path / "d" / "model_int8.tflite").is_file() and not list((tmp_path / "d").glob("*.onnx"))
+
+    both = exporter.export(
+        tiny_keras_path,
+        target="android-arm64",
+        calib=str(tiny_calib_path),
+        output_dir=tmp_path / "b",
+        formats=("tflite", "onnx"),
+    )
+    assert both.exit_code == 3 and both.report("android-arm64").verdict == "ok"  # asked for ONNX, TFLite still written
+    assert (tmp_path / "b" / "model_int8.tflite").is_file()
+
+    only = exporter.export(
+        tiny_keras_path,
+        target="android-arm64",
+        calib=str(tiny_calib_path),
+        output_dir=tmp_path / "onnx_only",
+        formats=("onnx",),
+    )
+    assert only.exit_code == 3 and only.report("android-arm64").verdict == "not supported"
+    assert not list((tmp_path / "onnx_only").glob("*.onnx")), "the stale file must not pass for this run's output"

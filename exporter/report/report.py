@@ -298,6 +298,15 @@ def extra_sections(extra: dict[str, Any]) -> list[str]:
             lines.append(
                 f"- `{Path(model.get('path', kind)).name}`: {', '.join(facts)} ({check.get('measured', 'measured')})"
             )
+            host = model.get("host_check")  # int8: the host's optimized kernels, labelled with its CPU
+            if host:
+                agree = (
+                    f"top-1 agreement {_pct(host['top1_agreement'])}, "
+                    if host.get("top1_agreement") is not None
+                    else ""
+                )
+                snr = f"SNR {host['snr_db']:.1f} dB" if host.get("snr_db") is not None else "SNR inf"
+                lines.append(f"  - {host.get('semantics', 'host kernels')}: {agree}{snr}")
     bench = extra.get("benchmark")
     if bench:
         lines += ["", "## Host benchmark", "", "_Host timings are not device timings._", ""]
