@@ -91,9 +91,12 @@ def test_exact_gelu_with_explicit_onnx_format_fails_with_no_file(gelu_model, tmp
         tmp_path,
         "--quiet",
     )
-    assert run.code == 4
+    # ONNX was the only output asked for: the target is "not supported" with the reason (exit 3), and only
+    # its reports are written, no model file (README, exit codes)
+    assert run.code == 3
     assert "mid_gelu" in run.err and "approximate=True" in run.err
-    assert files_under(tmp_path) == []
+    assert sorted(p.name for p in files_under(tmp_path)) == ["report.html", "report.json", "report.md"]
+    assert '"verdict": "not supported"' in (tmp_path / "report.json").read_text()
 
 
 def test_exact_gelu_when_onnx_is_only_the_default_keeps_the_tflite(gelu_model, tmp_path, tiny_calib_path):
