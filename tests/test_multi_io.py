@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -125,6 +126,12 @@ def test_int8_outputs_follow_keras_outputs_position_by_position(tmp_path):
         assert np.abs(g - w).max() < 0.05 * scale  # a swapped input would be far off
 
 
+def _export_m4(capsys, mimo, calib, out, *extra):
+    return run_cli(
+        capsys, "export", mimo / "mimo.keras", "-t", "cortex-m4", "--calib", calib, "-o", out, "--quiet", *extra
+    )
+
+
 def test_callable_yielding_dicts_with_labels_calibrates_and_evaluates(mimo, tmp_path, capsys):
     source = tmp_path / "feed.py"
     source.write_text(
@@ -137,20 +144,7 @@ def test_callable_yielding_dicts_with_labels_calibrates_and_evaluates(mimo, tmp_
         "    for i in range(40):\n"
         "        yield (DATA['image'][i], DATA['meta'][i])\n"
     )
-    run = run_cli(
-        capsys,
-        "export",
-        mimo / "mimo.keras",
-        "--target",
-        "cortex-m4",
-        "--calib",
-        f"{source}:pairs",
-        "--eval",
-        f"{source}:samples",
-        "-o",
-        tmp_path / "o",
-        "--quiet",
-    )
+    run = _export_m4(capsys, mimo, f"{source}:pairs", tmp_path / "o", "--eval", f"{source}:samples")
     assert run.code == 0, run.err
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["calibration"]["samples"] == 40
@@ -168,27 +162,14 @@ def test_callable_yielding_dicts_with_labels_calibrates_and_evaluates(mimo, tmp_
 )
 def test_multi_input_data_is_validated_by_name_and_shape(mimo, tmp_path, capsys, arrays, expected):
     np.savez(tmp_path / "bad.npz", **{k: np.zeros(s, np.float32) for k, s in arrays.items()})
-    run = run_cli(
-        capsys,
-        "export",
-        mimo / "mimo.keras",
-        "--target",
-        "cortex-m4",
-        "--calib",
-        tmp_path / "bad.npz",
-        "-o",
-        tmp_path,
-        "--quiet",
-    )
+    run = _export_m4(capsys, mimo, tmp_path / "bad.npz", tmp_path)
     assert run.code == 2
     assert run.err.count("\n") == 1 and "Traceback" not in run.err
-    import re
-
     assert re.search(expected, run.error_line), run.error_line
     assert files_under(tmp_path) == [tmp_path / "bad.npz"]
 
 
 def test_string_data_for_one_input_is_refused_naming_it(mimo, tmp_path, capsys):
     np.savez(tmp_path / "bad.npz", image=np.zeros((8, 16, 16, 3), np.float32), meta=np.array([["a"] * 8] * 8))
-    run = run_cli(capsys, "export", mimo / "mimo.keras", "-t", "cortex-m4", "--calib", tmp_path / "bad.npz", "--quiet")
+    run = _export_m4(capsys, mimo, tmp_path / "bad.npz", tmp_path / "o")
     assert run.code == 2 and "meta" in run.error_line, run.err
