@@ -68,24 +68,39 @@ def tree_rss(root: int) -> int:
 
 
 def run_measured(cmd: list[str], log: Path, *, limit: int, timeout: float) -> dict[str, Any]:
-    """Run ``cmd`` (stdout+stderr to ``log``), polling the tree's RSS; kill it above ``limit`` bytes."""
+    """Run ``cmd`` (stdout+stderr to ``log``), polling the tree's RSS; kill it above ``limit`` bytes.
+
+    The progress line printed last when the peak was reached names the stage that needed the memory.
+    """
     t0 = time.perf_counter()
-    peak, killed = 0, ""
+    peak, killed, stage = 0, "", ""
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))  # fmt: skip
         while proc.poll() is None:
-            peak = max(peak, tree_rss(proc.pid))
+            rss = tree_rss(proc.pid)
+            if rss > peak + 32 * 1024**2:
+                stage = last_progress(log) or stage
+            peak = max(peak, rss)
             elapsed = time.perf_counter() - t0
             if peak > limit or elapsed > timeout:
-                killed = (
-                    f"killed by the zoo at {peak / 1024**3:.1f} GB" if peak > limit else f"timed out at {elapsed:.0f} s"
-                )
+                killed = f"killed by the zoo at {_gb(peak)}" if peak > limit else f"timed out at {elapsed:.0f} s"
                 os.killpg(proc.pid, 9)  # the session this run started, and only it
                 proc.wait()
                 break
             time.sleep(0.1)
-    return {"exit": proc.returncode, "wall_s": time.perf_counter() - t0, "peak_rss": peak, "killed": killed}
+    return {"exit": proc.returncode, "wall_s": time.perf_counter() - t0, "peak_rss": peak, "killed": killed,
+            "peak_stage": stage}  # fmt: skip
+
+
+def last_progress(log: Path) -> str:
+    """The last ``[  12.3s] stage  message`` line the CLI printed so far."""
+    try:
+        lines = log.read_bytes()[-4096:].decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    progress = [ln for ln in lines if ln.startswith("[") and "s] " in ln]
+    return progress[-1].split("] ", 1)[1].strip() if progress else ""
 
 
 # --- one zoo row ----------------------------------------------------------------------------------
@@ -97,7 +112,7 @@ def build_child(name: str, folder: Path) -> dict[str, Any]:
         "import json,sys; from pathlib import Path; sys.path[:0]=[sys.argv[3], sys.argv[3]+'/scripts'];"
         "from exporter.tfimport import import_tensorflow_quietly; import_tensorflow_quietly(); import keras;"
         "import zoo_models as z; m=z.save(sys.argv[1], Path(sys.argv[2]), keras);"
-        "m['layers']=[l.name for l in keras.saving.load_model(m['model']).layers]; print('ZOO '+json.dumps(m))"
+        "m['layers']=[l.name for l in z._all_layers(keras.saving.load_model(m['model']))]; print('ZOO '+json.dumps(m))"
     )
     proc = subprocess.run([sys.executable, "-c", code, name, str(folder), str(ROOT)], capture_output=True, text=True,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))  # fmt: skip
@@ -116,8 +131,9 @@ def export_row(name: str, work: Path, *, targets: str, limit: int, timeout: floa
     row = {"name": name, "params": info["params"], "realistic": info["realistic"], **info}
     row.update(run_measured(cmd, folder / "export.log", limit=limit, timeout=timeout))
     log = (folder / "export.log").read_text(encoding="utf-8", errors="replace")
-    errors = [ln for ln in log.splitlines() if ln.startswith("edgeport:")]
+    errors = [ln for ln in log.splitlines() if ln.startswith(("edgeport: error:", "edgeport: internal error"))]
     row["error"] = errors[-1] if errors else ""
+    row["cli_warnings"] = [ln for ln in log.splitlines() if ln.startswith("edgeport: WARNING")]
     row["traceback"] = "Traceback (most recent call last)" in log
     row["targets"] = {}
     for target in targets.split(","):
@@ -149,7 +165,8 @@ def missing_parts(reason: str, layers: set[str]) -> list[str]:
     """
     needs = {
         "the op": bool(_OP.search(reason)),
-        "the Keras layer": any(re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", reason) for n in layers),
+        "the Keras layer": bool(re.search(r"\blayer '[^']+'", reason))
+        or any(re.search(rf"(?<![\w-]){re.escape(n)}(?![\w-])", reason) for n in layers),
         "the fix": bool(_FIX.search(reason)),
     }
     if "over the budget" in reason:
@@ -173,13 +190,20 @@ def flags(row: dict[str, Any]) -> list[str]:
     if row["exit"] not in (0, 3) and not row["killed"]:
         found.append(f"no export: {row['error'] or 'exit ' + str(row['exit'])}")
     layers = set(row.get("layers", []))
+    vague: dict[str, list[str]] = {}
     for target, result in row["targets"].items():
         if result["verdict"] != "not supported":
             continue
         for reason in result["reasons"]:
+            if reason.startswith("Edge TPU partition"):  # a summary of the op reasons before it
+                continue
             missing = missing_parts(reason, layers)
             if missing:
-                found.append(f"{target}: 'not supported' without {', '.join(missing)}: {reason[:80]}...")
+                kind = " ".join(reason.split()[:2])
+                message = f"'{kind} ...' reason without {' and '.join(missing)}"
+                if target not in vague.setdefault(message, []):
+                    vague[message].append(target)
+    found.extend(f"{', '.join(targets)}: {message}" for message, targets in vague.items())
     return found
 
 
@@ -221,6 +245,10 @@ def _gb(value: int) -> str:
     return f"{value / 1024**3:.2f} GB"
 
 
+def _stage(row: dict[str, Any]) -> str:
+    return f" ({' '.join(row['peak_stage'].split())})" if row.get("peak_stage") else ""
+
+
 def _cell(result: dict[str, Any] | None) -> str:
     if result is None:
         return "—"
@@ -251,14 +279,14 @@ def render(rows: list[dict[str, Any]], real: list[dict[str, Any]], command: str)
         "- Peak RSS is of the whole process tree (the CLI and every child it starts), polled from /proc every "
         "0.1 s. Wall time includes importing TensorFlow (~3 s).",
         "",
-        "| model | what | params | exit | wall | peak RSS | " + " | ".join(TARGETS) + " | flags |",
+        "| model | what | params | exit | wall | peak RSS (stage) | " + " | ".join(TARGETS) + " | flags |",
         "|---|---|---:|---:|---:|---:|" + "---|" * len(TARGETS) + "---|",
     ]
     for row in rows:
         cells = [_cell(row["targets"].get(t)) for t in TARGETS]
         lines.append(
             f"| {row['name']} | {ZOO[row['name']].what} | {row['params']:,} | {row['exit']} | {row['wall_s']:.0f} s | "
-            f"{_gb(row['peak_rss'])} | " + " | ".join(cells) + f" | {'; '.join(row['flags']) or 'none'} |"
+            f"{_gb(row['peak_rss'])}{_stage(row)} | " + " | ".join(cells) + f" | {'; '.join(row['flags']) or 'none'} |"
         )
     lines += ["", "## Reasons, per model and target", ""]
     for row in rows:
@@ -280,7 +308,7 @@ def render(rows: list[dict[str, Any]], real: list[dict[str, Any]], command: str)
             "`.venv/bin/edgeport export model.keras --target android-arm64 --calib calib.npy -o out` "
             "(android-arm64 writes TFLite and ONNX by default), 100 calibration samples.",
             "",
-            "| model | params | exit | wall | peak RSS (process tree) | limit | android-arm64 | result |",
+            "| model | params | exit | wall | peak RSS of the process tree (stage) | limit | android-arm64 | result |",
             "|---|---:|---:|---:|---:|---:|---|---|",
         ]
         for row in real:
@@ -289,7 +317,7 @@ def render(rows: list[dict[str, Any]], real: list[dict[str, Any]], command: str)
             target = row["targets"].get("android-arm64")
             reasons = summarize(target["reasons"]) if target else row["error"]
             lines.append(
-                f"| {row['name']} | {row['params']:,} | {row['exit']} | {row['wall_s']:.0f} s | {_gb(row['peak_rss'])} | "
+                f"| {row['name']} | {row['params']:,} | {row['exit']} | {row['wall_s']:.0f} s | {_gb(row['peak_rss'])}{_stage(row)} | "
                 f"{_gb(limit) if limit else 'completes'} | {_cell(target)} {reasons} | {'pass' if ok else 'FAIL'} |"
             )
     return "\n".join(lines) + "\n"

@@ -327,10 +327,12 @@ def make_realistic(model: Any, data: dict[str, np.ndarray], keras: Any) -> list[
 
 
 def _all_layers(model: Any) -> list[Any]:
-    """Layers in call order, nested models included (keras.applications nest none; be safe)."""
+    """Layers in call order, those of nested models (ConvNeXt's Sequential stem and blocks) included."""
     out: list[Any] = []
     for layer in model.layers:
-        out.extend(_all_layers(layer) if hasattr(layer, "layers") and layer is not model else [layer])
+        out.append(layer)
+        if hasattr(layer, "layers") and layer is not model:
+            out.extend(_all_layers(layer))
     return out
 
 
