@@ -43,8 +43,8 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 # --- measuring a process tree ---------------------------------------------------------------------
 
 
-def tree_rss(root: int) -> int:
-    """Resident bytes of ``root`` and all its descendants, from /proc (no psutil needed)."""
+def tree_rss(root: int) -> tuple[int, dict[int, int]]:
+    """Resident bytes of ``root`` and all its descendants (total, per pid), from /proc (no psutil needed)."""
     children: dict[int, list[int]] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -55,16 +55,27 @@ def tree_rss(root: int) -> int:
         except (OSError, ValueError, IndexError):
             continue
         children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0, [root]
+    per_pid, todo = {}, [root]
     while todo:
         pid = todo.pop()
         todo.extend(children.get(pid, ()))
         try:
             with open(f"/proc/{pid}/statm", encoding="ascii") as handle:
-                total += int(handle.read().split()[1]) * PAGE
+                per_pid[pid] = int(handle.read().split()[1]) * PAGE
         except (OSError, ValueError, IndexError):
             pass
-    return total
+    return sum(per_pid.values()), per_pid
+
+
+def _who(pid: int, rss: int) -> str:
+    """``exporter.convert.onnx_worker 5.1 GB``: which process of the tree holds the memory."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return f"pid {pid} {_gb(rss)}"
+    words = [a.decode("utf-8", "replace") for a in args if a]
+    name = words[words.index("-m") + 1] if "-m" in words else Path(words[1] if len(words) > 1 else "?").name
+    return f"{name} {_gb(rss)}"
 
 
 def run_measured(cmd: list[str], log: Path, *, limit: int, timeout: float) -> dict[str, Any]:
@@ -73,14 +84,16 @@ def run_measured(cmd: list[str], log: Path, *, limit: int, timeout: float) -> di
     The progress line printed last when the peak was reached names the stage that needed the memory.
     """
     t0 = time.perf_counter()
-    peak, killed, stage = 0, "", ""
+    peak, killed, stage, holders = 0, "", "", ""
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))  # fmt: skip
         while proc.poll() is None:
-            rss = tree_rss(proc.pid)
+            rss, per_pid = tree_rss(proc.pid)
             if rss > peak + 32 * 1024**2:
                 stage = last_progress(log) or stage
+                top = sorted(per_pid.items(), key=lambda item: -item[1])[:2]
+                holders = ", ".join(_who(pid, size) for pid, size in top)
             peak = max(peak, rss)
             elapsed = time.perf_counter() - t0
             if peak > limit or elapsed > timeout:
@@ -90,7 +103,7 @@ def run_measured(cmd: list[str], log: Path, *, limit: int, timeout: float) -> di
                 break
             time.sleep(0.1)
     return {"exit": proc.returncode, "wall_s": time.perf_counter() - t0, "peak_rss": peak, "killed": killed,
-            "peak_stage": stage}  # fmt: skip
+            "peak_stage": stage, "peak_holders": holders}  # fmt: skip
 
 
 def last_progress(log: Path) -> str:
@@ -138,10 +151,17 @@ def export_row(name: str, work: Path, *, targets: str, limit: int, timeout: floa
     row["targets"] = {}
     for target in targets.split(","):
         report = out / target / "report.json"
+        if "," not in targets:  # one target writes straight into the output folder
+            report = out / "report.json"
         if report.is_file():
             data = json.loads(report.read_text(encoding="utf-8"))
             notes = [w for w in data.get("warnings", []) if "not written" in w or "not supported" in w.lower()]
-            row["targets"][target] = {"verdict": data.get("verdict"), "reasons": data.get("reasons", []) + notes}
+            written = [a.get("name", "") for a in data.get("artifacts") or [] if isinstance(a, dict)]
+            row["targets"][target] = {
+                "verdict": data.get("verdict"),
+                "reasons": data.get("reasons", []) + notes,
+                "written": [w for w in written if w.endswith((".tflite", ".onnx"))],
+            }
     row["flags"] = flags(row)
     print(f"[zoo] {name}: exit {row['exit']}, {row['wall_s']:.0f} s, {row['peak_rss'] / 1024**3:.2f} GB, "
           f"{ {t: v['verdict'] for t, v in row['targets'].items()} } {row['error']} {row['flags']}", flush=True)  # fmt: skip
@@ -246,7 +266,10 @@ def _gb(value: int) -> str:
 
 
 def _stage(row: dict[str, Any]) -> str:
-    return f" ({' '.join(row['peak_stage'].split())})" if row.get("peak_stage") else ""
+    """Where the peak happened: the CLI's progress stage and the biggest processes of the tree then."""
+    parts = [" ".join(row.get("peak_stage", "").split()), row.get("peak_holders", "")]
+    parts = [p for p in parts if p]
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _cell(result: dict[str, Any] | None) -> str:
@@ -308,8 +331,9 @@ def render(rows: list[dict[str, Any]], real: list[dict[str, Any]], command: str)
             "`.venv/bin/edgeport export model.keras --target android-arm64 --calib calib.npy -o out` "
             "(android-arm64 writes TFLite and ONNX by default), 100 calibration samples.",
             "",
-            "| model | params | exit | wall | peak RSS of the process tree (stage) | limit | android-arm64 | result |",
-            "|---|---:|---:|---:|---:|---:|---|---|",
+            "| model | params | exit | wall | peak RSS of the process tree (stage) | limit | android-arm64 | written "
+            "| result |",
+            "|---|---:|---:|---:|---:|---:|---|---|---|",
         ]
         for row in real:
             limit = REAL_SIZES[row["name"]]
@@ -318,7 +342,8 @@ def render(rows: list[dict[str, Any]], real: list[dict[str, Any]], command: str)
             reasons = summarize(target["reasons"]) if target else row["error"]
             lines.append(
                 f"| {row['name']} | {row['params']:,} | {row['exit']} | {row['wall_s']:.0f} s | {_gb(row['peak_rss'])}{_stage(row)} | "
-                f"{_gb(limit) if limit else 'completes'} | {_cell(target)} {reasons} | {'pass' if ok else 'FAIL'} |"
+                f"{_gb(limit) if limit else 'completes'} | {_cell(target)} {reasons} | "
+                f"{', '.join(target.get('written', [])) if target else ''} | {'pass' if ok else 'FAIL'} |"
             )
     return "\n".join(lines) + "\n"
 
