@@ -376,3 +376,17 @@ def test_every_host_benchmark_output_says_which_kernels_the_host_has(monkeypatch
     assert ("int8 runs slower than float on this host" in note) is (kind == "avx2")
     markdown = "\n".join(extra_sections({"benchmark": [entry]}))
     assert f"- Host CPU: {note}" in markdown
+
+
+def test_export_bench_report_json_and_md_carry_the_host_line(monkeypatch, tmp_path, tiny_keras_path, tiny_calib_path):
+    """`edgeport export --bench`: report.json's benchmark entries and report.md name the host's int8 kernels."""
+    import exporter
+
+    _fake_cpu(monkeypatch, "avx2")
+    result = exporter.export(
+        tiny_keras_path, target="cortex-m4", calib=str(tiny_calib_path), output_dir=tmp_path, bench=True, bench_runs=2
+    )
+    assert result.exit_code == 0
+    (entry,) = json.loads((tmp_path / "report.json").read_text())["benchmark"]
+    assert entry["host_has_vnni"] is False and "int8 runs slower than float on this host" in entry["host_int8_note"]
+    assert f"- Host CPU: {entry['host_int8_note']}" in (tmp_path / "report.md").read_text()
