@@ -6,11 +6,18 @@ quantized with the model's own scale and zero point, outputs dequantized the sam
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..load.model import SourceModel
+
+#: Keras reference batches hold about this many input elements (MobileNetV2 224x224: 6 samples), so
+#: activations stay in the tens of MB; small inputs run 256 at a time.
+REFERENCE_ELEMENTS = 2**20
+REFERENCE_BATCH = 256
 
 
 def _interpreter(model: bytes, threads: int = 1):
@@ -64,13 +71,45 @@ def run_reference(
 ) -> list[np.ndarray]:
     """Float outputs of the original model: Keras when we have it, else its float TFLite twin."""
     if source.keras_model is not None:
-        from ..convert.io_order import keras_inputs, keras_outputs
-
-        model = source.keras_model
-        result = model.predict(keras_inputs(model, list(inputs)), batch_size=32, verbose=0)
-        return [np.asarray(r, dtype=np.float32) for r in keras_outputs(source, result)]
+        return keras_reference(source, inputs)
     if float_tflite is not None:
         return run_tflite(float_tflite, inputs)
     if source.tflite_bytes is not None:
         raise ValueError("no float reference for a .tflite input")
     raise ValueError("no float reference available")
+
+
+def keras_reference(source: SourceModel, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """The Keras model's float outputs, one array per ``source.outputs``, for (N, ...) ``inputs``.
+
+    The model runs as one graph (``tf.function``) in batches sized by the input (see
+    :data:`REFERENCE_ELEMENTS`): ``model.predict`` in eager batches of 26 MobileNetV2 224x224 samples
+    added 2.4 GB of RSS and took 23 s for 200 samples; the graph in batches of 6 adds about 0.2 GB and
+    takes 6 s.
+    """
+    import tensorflow as tf
+
+    from ..convert.io_order import keras_inputs, keras_outputs
+
+    model = source.keras_model
+
+    def call(*args: Any) -> tuple[Any, ...]:
+        with warnings.catch_warnings():  # Keras 2 files declare inputs as a list: "structure ... doesn't match"
+            warnings.simplefilter("ignore", UserWarning)
+            return tuple(keras_outputs(source, model(keras_inputs(model, list(args)), training=False)))
+
+    per_sample = max(1, sum(int(np.prod(a.shape[1:])) for a in inputs))
+    step = max(1, min(REFERENCE_BATCH, REFERENCE_ELEMENTS // per_sample))
+    return batched_outputs(tf.function(call, reduce_retracing=True), inputs, step)
+
+
+def batched_outputs(call: Callable[..., Any], inputs: Sequence[np.ndarray], step: int) -> list[np.ndarray]:
+    """``call`` on ``step`` samples at a time, its outputs concatenated (float32) over all samples."""
+    import tensorflow as tf
+
+    count = int(inputs[0].shape[0])
+    pieces: list[list[np.ndarray]] = []
+    for start in range(0, count, step):
+        outs = call(*[tf.constant(np.asarray(a[start : start + step])) for a in inputs])
+        pieces.append([np.asarray(o, dtype=np.float32) for o in outs])
+    return [np.concatenate([p[i] for p in pieces]) for i in range(len(pieces[0]))]

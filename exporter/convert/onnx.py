@@ -17,10 +17,8 @@ outputs the child wrote.
 from __future__ import annotations
 
 import logging
-import re
 import subprocess
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +27,12 @@ import numpy as np
 
 from ..atomic import ensure_dir, scratch_dir, write_bytes
 from ..calibrate.dataset import CalibrationSet
-from ..childproc import first_line, run_worker
+from ..childproc import run_worker
 from ..errors import CalibrationDataError, ConversionError, InputModelError, UsageError
 from ..load.model import SourceModel
 from ..verify.onnx_check import FLOAT_KERNELS, REFERENCE_QDQ, OnnxCheck, compare_outputs, host_kernels_label
 from .onnx_errors import MAX_OPSET, convert_error, crash_error, layer_for_node, tf2onnx_version, verify_error
+from .onnx_trace import frozen_graph, reference_outputs, traced_function
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +46,6 @@ DEFAULT_TIMEOUT_S = 1800
 WORKER = "exporter.convert.onnx_worker"
 #: Samples used to check a float model when the caller gives no inputs and no calibration set.
 _SYNTHETIC_SAMPLES = 8
-#: Keras reference batches hold about this many input elements (MobileNetV2 224x224: 6 samples),
-#: so activations stay in the tens of MB; small inputs run 256 at a time.
-_REFERENCE_ELEMENTS = 2**20
-_REFERENCE_BATCH = 256
 
 
 @dataclass
@@ -157,13 +152,13 @@ def export_onnx(
 
     import_tensorflow_quietly()
     start = time.perf_counter()
-    function, specs = _traced_function(source, dynamic_batch)
-    graph_bytes, graph_inputs, graph_outputs = _frozen_graph(source, function, specs)
+    function, specs = traced_function(source, dynamic_batch)
+    graph_bytes, graph_inputs, graph_outputs = frozen_graph(source, function, specs)
     timings["trace_s"] = time.perf_counter() - start
 
     inputs, inputs_from = _check_inputs(source, calibration, check_inputs, check_inputs_from)
     start = time.perf_counter()
-    reference = _reference_outputs(source, function, inputs)
+    reference = reference_outputs(source, function, inputs)
     timings["keras_reference_s"] = time.perf_counter() - start
 
     with scratch_dir("edgeport-onnx-") as work:
@@ -297,55 +292,6 @@ def _validate_args(
             raise CalibrationDataError(f"ONNX {what} inputs hold no samples.")
 
 
-# --- tracing and converting ----------------------------------------------------------------------
-
-
-def _tensor_name(name: str, index: int) -> str:
-    """A TF-legal name for a signature tensor; the ONNX graph gets the exact Keras name back later."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.\-]", "_", name) or f"input_{index}"
-    return cleaned if cleaned[0].isalnum() else f"input_{cleaned}"
-
-
-def _traced_function(source: SourceModel, dynamic_batch: bool) -> tuple[Any, list[Any]]:
-    """A ``tf.function`` returning the outputs as a flat tuple in ``source.outputs`` order, and its specs."""
-    import tensorflow as tf
-
-    specs = [
-        tf.TensorSpec(
-            (None if dynamic_batch else 1, *spec.shape[1:]), tf.as_dtype(spec.dtype), name=_tensor_name(spec.name, i)
-        )
-        for i, spec in enumerate(source.inputs)
-    ]
-    if source.keras_model is not None:
-        import keras
-
-        model = source.keras_model
-        single = len(source.inputs) == 1
-
-        def call(*args: Any) -> tuple[Any, ...]:
-            with warnings.catch_warnings():  # Keras 2 files declare inputs as a list: "structure ... doesn't match"
-                warnings.simplefilter("ignore", UserWarning)
-                return tuple(keras.tree.flatten(model(args[0] if single else list(args), training=False)))
-
-        return tf.function(call), specs
-    if source.saved_model_dir is not None and not source.loader.startswith("compat.v1"):
-        loaded = tf.saved_model.load(str(source.saved_model_dir))
-        names = [s.name for s in source.inputs]
-        outputs = [s.name for s in source.outputs]
-
-        def serve(*args: Any) -> tuple[Any, ...]:
-            # ``loaded`` (not just its signature) stays referenced: its variables must outlive the trace.
-            result = loaded.signatures["serving_default"](**dict(zip(names, args, strict=True)))
-            return tuple(result[o] for o in outputs)
-
-        return tf.function(serve), specs
-    raise ConversionError(
-        f"ONNX export of {source.path} needs a Keras model or a SavedModel that TensorFlow 2 can load; "
-        "this SavedModel only loads with the TF1-compatible converter.",
-        hint="Load the original model in Keras, save it with model.save('model.keras') and export that file.",
-    )
-
-
 # --- checking -------------------------------------------------------------------------------------
 
 
@@ -364,60 +310,6 @@ def _check_inputs(
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal((_SYNTHETIC_SAMPLES, *s.shape[1:])).astype(np.float32) for s in source.inputs]
     return arrays, f"{_SYNTHETIC_SAMPLES} seeded random-normal inputs (no calibration or eval data given)"
-
-
-def _frozen_graph(source: SourceModel, function: Any, specs: list[Any]) -> tuple[bytes, list[str], list[str]]:
-    """The traced model as a GraphDef with every variable and captured tensor folded into constants.
-
-    This is what ``tf2onnx.convert.from_function`` does first, minus its one flaw: it lists the
-    function's captured eager tensors (``Normalization(mean=..., variance=...)``, adapted
-    Normalization layers) as extra graph inputs. Here the frozen function's inputs are exactly the
-    model's. Pure graph rewriting, safe in this process; tf2onnx itself runs in the child.
-    """
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    try:
-        concrete = function.get_concrete_function(*specs)
-        frozen = convert_variables_to_constants_v2(concrete, lower_control_flow=False, aggressive_inlining=True)
-    except Exception as exc:
-        raise ConversionError(
-            f"Could not trace the model for ONNX with input shapes {[tuple(s.shape) for s in specs]}: {first_line(exc)}; "
-            "no .onnx file was written.",
-            hint="Check the model runs on a batch of 1 (Keras model(x) with x of that shape).",
-        ) from exc
-    inputs = [t.name for t in frozen.inputs if t.dtype != tf.dtypes.resource]
-    outputs = [t.name for t in frozen.outputs if t.dtype != tf.dtypes.resource]
-    if len(inputs) != len(source.inputs) or len(outputs) != len(source.outputs):
-        raise ConversionError(
-            f"The frozen TensorFlow graph has {len(inputs)} inputs and {len(outputs)} outputs; the model has "
-            f"{len(source.inputs)} and {len(source.outputs)}; no .onnx file was written.",
-            hint="Report the model to edgeport; export with --format tflite meanwhile.",
-        )
-    return frozen.graph.as_graph_def(add_shapes=True).SerializeToString(), inputs, outputs
-
-
-def _reference_outputs(source: SourceModel, function: Any, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Keras (or SavedModel) float outputs for every check sample, in ``source.outputs`` order.
-
-    Keras models run as a graph (``tf.function``) in batches sized by the input (see
-    :data:`_REFERENCE_ELEMENTS`): eager batches of 26 MobileNetV2 224x224 samples added 2.4 GB of
-    RSS and took 23 s for 200 samples; the graph in batches of 6 adds about 0.2 GB and takes 6 s.
-    """
-    import tensorflow as tf
-
-    count = int(inputs[0].shape[0])
-    per_sample = max(1, sum(int(np.prod(a.shape[1:])) for a in inputs))
-    if source.keras_model is not None:
-        step = max(1, min(_REFERENCE_BATCH, _REFERENCE_ELEMENTS // per_sample))
-        call = tf.function(function.python_function, reduce_retracing=True)
-    else:
-        step, call = 1, function
-    pieces: list[list[np.ndarray]] = []
-    for start in range(0, count, step):
-        outs = call(*[tf.constant(a[start : start + step]) for a in inputs])
-        pieces.append([np.asarray(o) for o in outs])
-    return [np.concatenate([p[i] for p in pieces]) for i in range(len(pieces[0]))]
 
 
 # --- child processes -------------------------------------------------------------------------------
