@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    .venv/bin/python benchmarks/zoo.py                 # the zoo and the real sizes, ~30-60 min on 2 cores
+    .venv/bin/python benchmarks/zoo.py                 # the zoo and the real sizes, ~25 min on 2 idle cores
     .venv/bin/python benchmarks/zoo.py --only GRU,LSTM --no-real-sizes -o /tmp/zoo.md
 
 For each model a child builds it (random weights made non-degenerate, see scripts/zoo_models.py) and
@@ -261,6 +261,21 @@ def summarize(reasons: list[str], keep: int = 2) -> str:
     return " ".join(parts)
 
 
+def summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Counts derived from the rows, so the text cannot go stale when they change."""
+    if not rows:
+        return []
+    every = [r["name"] for r in rows if r["exit"] == 0]
+    partial = [r["name"] for r in rows if r["exit"] == 3]
+    failed = [f"{r['name']} (exit {r['exit']})" for r in rows if r["exit"] not in (0, 3)]
+    flagged = [r["name"] for r in rows if r["flags"]]
+    return [
+        f"- {len(rows)} models: {len(every)} ok on every target ({', '.join(every) or 'none'}); {len(partial)} with at "
+        f"least one target not supported (exit 3); {len(failed)} not exported ({', '.join(failed) or 'none'}).",
+        f"- {len(flagged)} flagged ({', '.join(flagged) or 'none'}); see below.",
+    ]
+
+
 def _gb(value: int) -> str:
     return f"{value / 1024**3:.2f} GB"
 
@@ -311,6 +326,7 @@ def render(rows: list[dict[str, Any]], real: list[dict[str, Any]], command: str)
             f"| {row['name']} | {ZOO[row['name']].what} | {row['params']:,} | {row['exit']} | {row['wall_s']:.0f} s | "
             f"{_gb(row['peak_rss'])}{_stage(row)} | " + " | ".join(cells) + f" | {'; '.join(row['flags']) or 'none'} |"
         )
+    lines += ["", *summary(rows)]
     lines += ["", "## Reasons, per model and target", ""]
     for row in rows:
         details = [
@@ -341,7 +357,8 @@ def render(rows: list[dict[str, Any]], real: list[dict[str, Any]], command: str)
             target = row["targets"].get("android-arm64")
             reasons = summarize(target["reasons"]) if target else row["error"]
             lines.append(
-                f"| {row['name']} | {row['params']:,} | {row['exit']} | {row['wall_s']:.0f} s | {_gb(row['peak_rss'])}{_stage(row)} | "
+                f"| {row['name']} ({ZOO[row['name']].what}) | {row['params']:,} | {row['exit']} | {row['wall_s']:.0f} s | "
+                f"{_gb(row['peak_rss'])}{_stage(row)} | "
                 f"{_gb(limit) if limit else 'completes'} | {_cell(target)} {reasons} | "
                 f"{', '.join(target.get('written', [])) if target else ''} | {'pass' if ok else 'FAIL'} |"
             )

@@ -44,10 +44,10 @@ class ZooEntry:
     stat_samples: int = 64
 
 
-def _app(cls_name: str, size: int, **kwargs: Any) -> Callable[[Any], Any]:
+def _app(cls_name: str, size: int, classes: int = CLASSES, **kwargs: Any) -> Callable[[Any], Any]:
     def build(keras: Any) -> Any:
         cls = getattr(keras.applications, cls_name)
-        return cls(weights=None, input_shape=(size, size, 3), classes=CLASSES, **kwargs)
+        return cls(weights=None, input_shape=(size, size, 3), classes=classes, **kwargs)
 
     return build
 
@@ -214,12 +214,19 @@ ZOO: dict[str, ZooEntry] = {
         ZooEntry(
             "MobileNetV2-224",
             "keras.applications",
-            _app("MobileNetV2", 224),
+            _app("MobileNetV2", 224, classes=1000),
             _img(224, _IMG_SIGNED),
-            "224x224, alpha 1.0 (real size)",
+            "224x224, alpha 1.0, 1000 classes (real size)",
             16,
         ),
-        ZooEntry("ResNet50-224", "keras.applications", _app("ResNet50", 224), _img(224, _IMG_SIGNED), "224x224", 16),
+        ZooEntry(
+            "ResNet50-224",
+            "keras.applications",
+            _app("ResNet50", 224, classes=1000),
+            _img(224, _IMG_SIGNED),
+            "224x224, 1000 classes (real size)",
+            16,
+        ),
         ZooEntry(
             "ViT-tiny", "built", vit_tiny, _img(32, (0.0, 1.0)), "32x32, 4x4 patches, MultiHeadAttention, LayerNorm"
         ),
