@@ -274,7 +274,20 @@ def test_over_budget_is_exit_3_with_biggest_consumers(assets, tmp_path, capsys):
     )
     assert any("flash needs" in r and "Biggest consumers" in r and "kernel code" in r for r in report["reasons"])
     assert any("ram needs" in r and "largest activations" in r for r in report["reasons"])
+    assert all("To fit (" in r for r in report["reasons"])  # each says what to change
+    assert any("--prune channels" in r and "--flash-budget" in r for r in report["reasons"])
+    assert any("smaller input resolution" in r and "--ram-budget" in r for r in report["reasons"])
     assert not (tmp_path / "model_int8.tflite").exists()
+
+
+def test_over_ram_budget_names_the_keras_layer_behind_the_largest_activation(
+    tiny_keras_path, tiny_calib_path, tmp_path, capsys
+):
+    args = ("export", tiny_keras_path, "-t", "cortex-m4", "--calib", tiny_calib_path, "-o", tmp_path)
+    run = run_cli(capsys, *args, "--ram-budget", "1K", "--quiet")
+    assert run.code == 3
+    ram = next(r for r in _report(tmp_path)["reasons"] if r.startswith("ram needs"))
+    assert "output of layer 'conv'" in ram and "To fit (" in ram, ram
 
 
 def test_latency_table_is_validated(tmp_path):

@@ -50,6 +50,8 @@ class CortexMSection:
     vela_note: str = ""
     npu_latency: dict[str, Any] | None = None
     files: list[str] = field(default_factory=list)
+    #: Keras layer names of the source model, to name the layers behind the largest activations.
+    layer_names: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         latency = self.latency.to_dict() if self.latency is not None else None
@@ -78,7 +80,7 @@ def report_section(profile: Any, graph: Any, layers: dict[str, str] | None, opti
     latency = None
     if profile.latency is not None and profile.device.clock_mhz:
         latency = estimate_latency(graph, profile.latency, profile.device.clock_mhz, profile.device.cpu)
-    section = CortexMSection(profile.name, ops, missing, latency)
+    section = CortexMSection(profile.name, ops, missing, latency, layer_names=tuple(layers or ()))
     reasons: list[str] = []
     if profile.runtime.name == ETHOS_RUNTIME and _float_only(graph):
         reasons.append(
@@ -223,7 +225,11 @@ def _fit(profile: Any, report: Any, section: CortexMSection, flash_model: int, o
         report.fit[index] = new
         if not new.fits:
             report.reasons.append(
-                _over_budget(new) + " Biggest consumers: " + _consumers(new.resource, report, section, flash_model)
+                _over_budget(new)
+                + " Biggest consumers: "
+                + _consumers(new.resource, report, section, flash_model)
+                + " "
+                + _remedy(new.resource, new.needed_bytes, new.budget_bytes)
             )
     force = bool(getattr(options, "force", False))
     report.verdict = VERDICT_OK if not report.reasons else (VERDICT_FORCED if force else VERDICT_NOT_SUPPORTED)
@@ -248,12 +254,38 @@ def _consumers(resource: str, report: Any, section: CortexMSection, flash_model:
         parts = [f"layer {r['layer']} {r['bytes']:,} B" for r in rows]
         parts.append(f"kernel code {section.kernel_code.total_bytes:,} B")
         return "; ".join(parts) + f" (model total {flash_model:,} B)."
+    from ...verify.layers import keras3_scoped, layer_for_tensor
+
     tensors = (report.memory.get("largest_tensors") or [])[:3]
-    parts = [f"tensor {t['name']} {t['nbytes']:,} B {t['shape']}" for t in tensors]
+    scoped = keras3_scoped((t["name"] for t in tensors), section.layer_names)
+    parts = []
+    for t in tensors:
+        layer = layer_for_tensor(t["name"], section.layer_names, keras3_scopes=scoped)
+        what = f"output of layer '{layer}'" if layer else f"tensor {t['name']}"
+        parts.append(f"{what} {t['nbytes']:,} B {t['shape']}")
     return (
         f"arena {section.arena.bytes:,} B, I/O buffers {section.io_bytes:,} B; largest activations: "
         + "; ".join(parts)
         + "."
+    )
+
+
+def _remedy(resource: str, needed: int, budget: int) -> str:
+    """What to change when a model is over a board's budget, scaled to how far over it is."""
+    ratio = needed / budget if budget else float("inf")
+    if resource == "flash":
+        width = min(1.0, (1 / ratio) ** 0.5) if ratio > 1 else 1.0
+        return (
+            f"To fit ({ratio:.1f}x over): make the layers above smaller (a width multiplier near {width:.2f} scales "
+            "weights by its square; edgeport suggest computes one), remove filters with --prune channels:0.5 "
+            "--train DATA, or pass --flash-budget if the board has more flash."
+        )
+    return (
+        f"To fit ({ratio:.1f}x over): activations scale with the input area and the early layers' channels: a "
+        "smaller input resolution (rebuild the model; --input-shape where its inputs are dynamic), fewer filters "
+        "in the layers above, or "
+        "a stride-2 first layer; edgeport suggest computes the input size, or pass --ram-budget if the board has "
+        "more RAM."
     )
 
 
