@@ -205,6 +205,15 @@ def test_model_too_large_for_the_board_exits_3_with_numbers(tmp_path, tiny_keras
     )
     assert run.code == 3
     assert "flash needs" in run.err and "over the budget of 2,048 B" in run.err
+    assert "To fit (" in run.err and "--flash-budget" in run.err  # and what to change
+
+
+def test_over_budget_on_a_phone_says_what_to_change(tmp_path, tiny_keras_path, tiny_calib_path, capsys):
+    args = ("export", tiny_keras_path, "-t", "android-arm64", "--calib", tiny_calib_path, "-o", tmp_path / "o")
+    run = run_cli(capsys, *args, "--format", "tflite", "--flash-budget", "1K", "--quiet")
+    assert run.code == 3
+    reason = next(r for r in json.loads((tmp_path / "o" / "report.json").read_text())["reasons"] if "flash" in r)
+    assert "over the budget of 1,024 B" in reason and "To fit (" in reason and "width multiplier" in reason
 
 
 def test_float_ops_left_by_layernorm_are_named_for_integer_only_targets(tmp_path, tiny_calib_path):

@@ -122,3 +122,22 @@ def estimate_memory(graph: TFLiteGraph, *, alignment: int = ALIGNMENT, top: int 
         ),
         alignment=alignment,
     )
+
+
+def budget_remedy(resource: str, needed: int, budget: int) -> str:
+    """What to change when a model is over a board's budget, scaled to how far over it is."""
+    ratio = needed / budget if budget else float("inf")
+    if resource == "flash":
+        width = min(1.0, (1 / ratio) ** 0.5) if ratio > 1 else 1.0
+        return (
+            f"To fit ({ratio:.1f}x over): make the layers above smaller (a width multiplier near {width:.2f} scales "
+            "weights by its square; edgeport suggest computes one), remove filters with --prune channels:0.5 "
+            "--train DATA, or pass --flash-budget if the board has more flash."
+        )
+    return (
+        f"To fit ({ratio:.1f}x over): activations scale with the input area and the early layers' channels: a "
+        "smaller input resolution (rebuild the model; --input-shape where its inputs are dynamic), fewer filters "
+        "in the layers above, or "
+        "a stride-2 first layer; edgeport suggest computes the input size, or pass --ram-budget if the board has "
+        "more RAM."
+    )

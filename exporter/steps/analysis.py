@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..analyze.memory import budget_remedy
 from ..calibrate.dataset import CalibrationSet
 from ..convert.session import ConversionSession, Converted
 from ..convert.tflite import QuantizationConfig
@@ -72,7 +73,8 @@ def analyze(
             )
         elif not check.fits:
             reasons.append(
-                f"{check.resource} needs {check.needed_bytes:,} B ({check.method}), over the budget of {check.budget_bytes:,} B."
+                f"{check.resource} needs {check.needed_bytes:,} B ({check.method}), over the budget of "
+                f"{check.budget_bytes:,} B. {budget_remedy(check.resource, check.needed_bytes, check.budget_bytes)}"
             )
     verdict = VERDICT_OK if not reasons else (VERDICT_FORCED if opts.force else VERDICT_NOT_SUPPORTED)
     fidelity = None

@@ -196,6 +196,7 @@ def _npu_latency(profile: Any, section: CortexMSection, vela_graph: Any) -> dict
 
 def _fit(profile: Any, report: Any, section: CortexMSection, flash_model: int, options: Any) -> None:
     """Replace the generic flash/RAM checks by the firmware's: model + kernel code, arena + I/O."""
+    from ...analyze.memory import budget_remedy
     from ...report.report import VERDICT_FORCED, VERDICT_NOT_SUPPORTED, VERDICT_OK, FitCheck
 
     code = section.kernel_code
@@ -229,7 +230,7 @@ def _fit(profile: Any, report: Any, section: CortexMSection, flash_model: int, o
                 + " Biggest consumers: "
                 + _consumers(new.resource, report, section, flash_model)
                 + " "
-                + _remedy(new.resource, new.needed_bytes, new.budget_bytes)
+                + budget_remedy(new.resource, new.needed_bytes, new.budget_bytes)
             )
     force = bool(getattr(options, "force", False))
     report.verdict = VERDICT_OK if not report.reasons else (VERDICT_FORCED if force else VERDICT_NOT_SUPPORTED)
@@ -267,25 +268,6 @@ def _consumers(resource: str, report: Any, section: CortexMSection, flash_model:
         f"arena {section.arena.bytes:,} B, I/O buffers {section.io_bytes:,} B; largest activations: "
         + "; ".join(parts)
         + "."
-    )
-
-
-def _remedy(resource: str, needed: int, budget: int) -> str:
-    """What to change when a model is over a board's budget, scaled to how far over it is."""
-    ratio = needed / budget if budget else float("inf")
-    if resource == "flash":
-        width = min(1.0, (1 / ratio) ** 0.5) if ratio > 1 else 1.0
-        return (
-            f"To fit ({ratio:.1f}x over): make the layers above smaller (a width multiplier near {width:.2f} scales "
-            "weights by its square; edgeport suggest computes one), remove filters with --prune channels:0.5 "
-            "--train DATA, or pass --flash-budget if the board has more flash."
-        )
-    return (
-        f"To fit ({ratio:.1f}x over): activations scale with the input area and the early layers' channels: a "
-        "smaller input resolution (rebuild the model; --input-shape where its inputs are dynamic), fewer filters "
-        "in the layers above, or "
-        "a stride-2 first layer; edgeport suggest computes the input size, or pass --ram-budget if the board has "
-        "more RAM."
     )
 
 
