@@ -404,12 +404,25 @@ def _export_target(
     if layer_rows is not None:
         report.extra["layer_errors"] = layer_rows.to_dict()
     report.extra["size_by_layer"] = layer_sizes(converted.model, source)
+    _name_flash_consumers(report)
     model = converted.model
     if profile.is_mcu and session is not None:
         model = _compact_for_flash(report, model)
     prepare(profile, model, report, opts)
     _attach_sparsity(report, profile, converted.model, model, source)
     return report, model
+
+
+def _name_flash_consumers(report: TargetReport) -> None:
+    """An over-flash reason names the Keras layers that hold most of the weights (what to shrink first)."""
+    rows = sorted((r for r in report.extra.get("size_by_layer") or [] if r.get("bytes")), key=lambda r: -r["bytes"])
+    if not rows:
+        return
+    biggest = "; ".join(f"layer {r['layer']} {r['bytes']:,} B" for r in rows[:3])
+    for index, reason in enumerate(report.reasons):
+        if reason.startswith("flash needs ") and "Biggest" not in reason and " To fit (" in reason:
+            head, tail = reason.split(" To fit (", 1)
+            report.reasons[index] = f"{head} Biggest layers: {biggest}. To fit ({tail}"
 
 
 def _convert_for_target(
