@@ -604,15 +604,22 @@ def test_tool_failures_are_exit_2(model, fake_binary, tmp_path, monkeypatch, mod
         device.close()
 
 
-def process_gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return state in ("Z", "X")  # a zombie waits for its reaper but runs nothing
+def process_gone(pid: int, seconds: float = 5) -> bool:
+    """The process has ended (killed processes take a moment to go on a loaded machine)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):  # a zombie waits for its reaper but runs nothing
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
 
 
-def wait_for_file(path: Path, seconds: float = 10) -> str:
+def wait_for_file(path: Path, seconds: float = 30) -> str:  # generous: CI runs one worker per core
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if path.exists() and path.read_text().strip():
