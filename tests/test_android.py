@@ -654,6 +654,10 @@ def test_ctrl_c_cleans_up(model, fake_binary, tmp_path, monkeypatch):
         wait_for_file(pid_file)
         signal.pthread_kill(main, signal.SIGINT)
 
+    # A shell starts background jobs with SIGINT ignored (CI may run us so): Ctrl-C must reach us here.
+    monkeypatch.setattr(
+        signal, "SIG_INT_PREVIOUS", signal.signal(signal.SIGINT, signal.default_int_handler), raising=False
+    )
     device = LocalDevice(props=PHONE_PROPS)
     presser = threading.Thread(target=press_ctrl_c, daemon=True)
     try:
@@ -664,6 +668,7 @@ def test_ctrl_c_cleans_up(model, fake_binary, tmp_path, monkeypatch):
         assert leftovers(device) == []
     finally:
         device.close()
+        signal.signal(signal.SIGINT, signal.SIG_INT_PREVIOUS)
     assert process_gone(int(pid_file.read_text()))
 
 
