@@ -655,9 +655,7 @@ def test_ctrl_c_cleans_up(model, fake_binary, tmp_path, monkeypatch):
         signal.pthread_kill(main, signal.SIGINT)
 
     # A shell starts background jobs with SIGINT ignored (CI may run us so): Ctrl-C must reach us here.
-    monkeypatch.setattr(
-        signal, "SIG_INT_PREVIOUS", signal.signal(signal.SIGINT, signal.default_int_handler), raising=False
-    )
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     device = LocalDevice(props=PHONE_PROPS)
     presser = threading.Thread(target=press_ctrl_c, daemon=True)
     try:
@@ -668,7 +666,7 @@ def test_ctrl_c_cleans_up(model, fake_binary, tmp_path, monkeypatch):
         assert leftovers(device) == []
     finally:
         device.close()
-        signal.signal(signal.SIGINT, signal.SIG_INT_PREVIOUS)
+        signal.signal(signal.SIGINT, previous)
     assert process_gone(int(pid_file.read_text()))
 
 
