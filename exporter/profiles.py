@@ -310,11 +310,29 @@ def _load_raw(path: Path, sources: dict[str, str], seen: tuple[Path, ...] = ()) 
     if parent is not None:
         if not isinstance(parent, str):
             raise ProfileError(f"Target profile {path}: key 'inherit' must be a profile name; received {parent!r}.")
-        parent_path = _resolve_path(parent if parent.endswith(".toml") else parent, path.parent)
-        if not parent_path.is_file() and not parent.endswith(".toml"):
-            parent_path = _shipped_dir() / f"{parent}.toml"
-        base = _load_raw(parent_path, sources, (*seen, path.resolve()))
+        base = _load_raw(_parent_path(parent, path), sources, (*seen, path.resolve()))
     return _merge(base, raw, sources, path.name)
+
+
+def _parent_path(parent: str, path: Path) -> Path:
+    """The file ``inherit = parent`` in ``path`` names; a wrong name is reported against that file and key."""
+    if parent.endswith(".toml") or "/" in parent or "\\" in parent:
+        parent_path = _resolve_path(parent, path.parent)
+        if not parent_path.is_file():
+            raise ProfileError(
+                f"Target profile {path}: key 'inherit' names {parent!r}, but {parent_path} does not exist.",
+                hint="Point 'inherit' at an existing .toml file (a relative path is taken from this profile's folder) "
+                "or at a shipped profile by name.",
+            )
+        return parent_path
+    parent_path = _shipped_dir() / f"{parent}.toml"
+    if not parent_path.is_file():
+        names = sorted(p.stem for p in _shipped_dir().glob("*.toml"))
+        raise ProfileError(
+            f"Target profile {path}: key 'inherit' names an unknown profile {parent!r}.",
+            hint=f"Inherit one of {', '.join(names)}, or give a path to a .toml file.",
+        )
+    return parent_path
 
 
 # --- validation ---------------------------------------------------------------------------------

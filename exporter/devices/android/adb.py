@@ -109,6 +109,7 @@ class AdbServer:
         """``adb devices`` (starting the server if none runs)."""
         try:
             if self.backend == "adbutils":
+                self._start_quietly()
                 entries = [AdbEntry(i.serial, i.state) for i in self.client.list()]
             else:
                 proc = self.run_adb(["devices"], timeout=30)
@@ -131,6 +132,20 @@ class AdbServer:
         self._note_started()
         return entries
 
+    def _start_quietly(self) -> None:
+        """Start a local server with its output captured, before adbutils would start one.
+
+        adbutils runs ``adb start-server`` with the terminal as its stdout/stderr, so the binary's
+        ``* daemon not running; starting now`` lines would land above edgeport's own one-line
+        message; here they go to the debug log (``--debug`` / ``--log-level debug``) instead.
+        """
+        if self.was_running or self.host not in _LOOPBACK or not self.adb or server_running(self.host, self.port):
+            return
+        try:
+            self.run_adb(["start-server"], timeout=30)
+        except (OSError, subprocess.SubprocessError) as exc:  # adbutils then says why it cannot connect
+            log.debug("adb start-server failed: %s", exc)
+
     def _note_started(self) -> None:
         if not self.was_running and self.host in _LOOPBACK and server_running(self.host, self.port):
             self.started = True
@@ -140,7 +155,7 @@ class AdbServer:
             raise DeviceError("No adb program found.", hint=_INSTALL_HINT)
         # adb starts a server only for a local one: pass -H only when the user named a host.
         host = ["-H", self.host] if os.environ.get("ANDROID_ADB_SERVER_HOST") else []
-        return subprocess.run(
+        proc = subprocess.run(
             [self.adb, *host, "-P", str(self.port), *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -149,6 +164,8 @@ class AdbServer:
             errors="replace",
             timeout=timeout,
         )
+        _log_adb_output(args, proc.stdout)
+        return proc
 
     def acquire(self) -> None:
         self._users += 1
@@ -181,6 +198,19 @@ _INSTALL_HINT = (
     "Install the Android extra (pip install 'edgeport[android]', which bundles adb) or Android's "
     "platform-tools (Debian: apt install adb), then retry."
 )
+
+
+def _log_adb_output(args: list[str], text: str) -> None:
+    """adb's own lines (``* daemon not running; starting now at tcp:5037``) go to the debug log only.
+
+    The one-line error already says what happened; the raw text helps only when debugging.
+    """
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    what = " ".join(args[:2]) if args[:1] != ["-s"] else " ".join(args[2:3])
+    for line in text.splitlines():
+        if line.strip():
+            log.debug("adb %s: %s", what, line.rstrip())
 
 
 def _last_line(text: str) -> str:
