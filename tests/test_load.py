@@ -339,4 +339,4 @@ def test_tflite_shapes_are_fixed(assets: Path) -> None:
 def test_truncated_tflite(assets: Path, tmp_path: Path) -> None:
     path = tmp_path / "cut.tflite"
     path.write_bytes((assets / VWW / "vww_96_int8.tflite").read_bytes()[:2000])
-    load_error(path, match="corrupt TFLite model")
+    load_error(path, match="corrupt TFLite flatbuffer.*copy it again")

@@ -84,8 +84,12 @@ def live_ranges(graph: TFLiteGraph) -> dict[int, tuple[int, int]]:
     return ranges
 
 
-def estimate_memory(graph: TFLiteGraph, *, alignment: int = ALIGNMENT, top: int = 5) -> MemoryEstimate:
-    """Estimate flash (model file, weights) and RAM (peak of live activations) for ``graph``."""
+def estimate_memory(graph: TFLiteGraph | str | bytes, *, alignment: int = ALIGNMENT, top: int = 5) -> MemoryEstimate:
+    """Estimate flash (model file, weights) and RAM (peak of live activations) for ``graph`` (a
+    :class:`TFLiteGraph`, or a .tflite path or bytes, verified structurally first)."""
+    from ..verify.integrity import as_graph
+
+    graph = as_graph(graph)
     weights: dict[int, int] = {}
     for tensor in graph.tensors:
         if tensor.is_constant:

@@ -24,6 +24,9 @@ def load_tflite(path: Path, *, input_shape: tuple[int, ...] | None) -> SourceMod
             f"File {path} is not a TFLite model (no 'TFL3' flatbuffer identifier at bytes 4..8).",
             hint="Pass a .tflite written by the TFLite converter, or the .keras/.h5/SavedModel to convert.",
         )
+    from ..verify.integrity import CORRUPT_HINT, check_tflite_bytes
+
+    check_tflite_bytes(data, f"File {path}")  # the accessors below trust every offset
     try:
         subgraph = _main_subgraph(data)
         raw_inputs = [_tensor(subgraph, subgraph.Inputs(i)) for i in range(subgraph.InputsLength())]
@@ -32,8 +35,8 @@ def load_tflite(path: Path, *, input_shape: tuple[int, ...] | None) -> SourceMod
         raise
     except Exception as exc:  # a truncated flatbuffer raises struct/index errors from deep inside
         raise InputModelError(
-            f"File {path} is a corrupt TFLite model ({first_line(exc)}).",
-            hint="Re-run the TFLite converter; the file may be truncated.",
+            f"File {path} is a corrupt TFLite flatbuffer ({first_line(exc)}).",
+            hint=CORRUPT_HINT,
         ) from exc
 
     notes: list[str] = []

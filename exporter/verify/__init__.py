@@ -8,13 +8,15 @@ whether the model is fully integer. Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..profiles import TargetProfile
+from ..profiles import TargetProfile, load_profile
 from .checks import REGISTRY, Finding, message_templates, run_checks, supports
 from .graph import Op, Tensor, TFLiteGraph
+from .integrity import as_graph
 from .layers import layer_for_tensor
 
 __all__ = [
@@ -131,12 +133,20 @@ def is_fully_integer(graph: TFLiteGraph) -> bool:
     return not io_float and not graph.float_op_indices
 
 
-def verify(graph: TFLiteGraph, profile: TargetProfile, layers: Mapping[str, str] | None = None) -> Verification:
-    """Check ``graph`` against ``profile``.
+def verify(
+    graph: TFLiteGraph | str | os.PathLike[str] | bytes,
+    profile: TargetProfile | str,
+    layers: Mapping[str, str] | None = None,
+) -> Verification:
+    """Check ``graph`` (a :class:`TFLiteGraph`, or a .tflite path or bytes, verified structurally first)
+    against ``profile`` (a :class:`TargetProfile`, or a shipped target's name or a profile path).
 
     ``layers`` maps the Keras model's layer names to their class names (``{"ln": "LayerNormalization"}``);
     with it, findings name the layer each problem came from and give layer-specific advice.
     """
+    graph = as_graph(graph)
+    if not isinstance(profile, TargetProfile):
+        profile = load_profile(profile)
     if layers:
         graph = graph.with_keras_layers(layers)
     findings = run_checks(graph, profile)

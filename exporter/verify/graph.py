@@ -26,6 +26,7 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from ..errors import InputModelError
+from .integrity import CORRUPT_HINT, check_tflite_bytes
 from .layers import keras3_scoped, layer_for_tensor
 
 _FILE_IDENTIFIER = b"TFL3"
@@ -181,15 +182,19 @@ class TFLiteGraph:
         if len(buf) < 8 or buf[4:8] != _FILE_IDENTIFIER:
             raise InputModelError(
                 f"{source} is not a TFLite flatbuffer (expected file identifier 'TFL3' at byte 4; "
-                f"received {bytes(buf[4:8])!r}). Pass a .tflite file written by the TFLite converter."
+                f"received {bytes(buf[4:8])!r}).",
+                hint="Pass a .tflite file written by the TFLite converter; if it was one, it is damaged: copy it again.",
             )
+        check_tflite_bytes(buf, source)  # the generated accessors below trust every offset
         try:
             model = schema.ModelT.InitFromPackedBuf(bytearray(buf), 0)
             return _build(model, buf)
-        except InputModelError:
-            raise
+        except InputModelError as exc:
+            raise InputModelError(f"{source} is a corrupt TFLite flatbuffer: {exc.message}", hint=CORRUPT_HINT) from exc
         except Exception as exc:  # the generated parser raises anything from struct.error to IndexError
-            raise InputModelError(f"{source} is a corrupt TFLite flatbuffer ({type(exc).__name__}: {exc}).") from exc
+            raise InputModelError(
+                f"{source} is a corrupt TFLite flatbuffer ({type(exc).__name__}: {exc}).", hint=CORRUPT_HINT
+            ) from exc
 
     def with_keras_layers(self, layers: Mapping[str, str]) -> TFLiteGraph:
         """The same graph, annotated with the Keras model's layers (name -> class) for attribution."""
@@ -403,14 +408,33 @@ def _build(model: Any, whole: bytes | bytearray) -> TFLiteGraph:
             if array.size == math.prod(tensor.shape):
                 values[index] = array.reshape(tensor.shape)
     other = tuple(op for i, sg in enumerate(model.subgraphs[1:], start=1) for op in _ops(sg, model, i, {}))
+    ops = tuple(_ops(main, model, 0, values))
+    inputs = tuple(int(i) for i in _as_tuple(main.inputs))
+    outputs = tuple(int(i) for i in _as_tuple(main.outputs))
+    _check_indices(ops, inputs, outputs, len(tensors))
     return TFLiteGraph(
-        ops=tuple(_ops(main, model, 0, values)),
+        ops=ops,
         tensors=tuple(tensors),
-        inputs=tuple(int(i) for i in _as_tuple(main.inputs)),
-        outputs=tuple(int(i) for i in _as_tuple(main.outputs)),
+        inputs=inputs,
+        outputs=outputs,
         size_bytes=len(whole),
         subgraph_count=len(model.subgraphs),
         other_ops=other,
         description=_decode(model.description),
         constants=values,
     )
+
+
+def _check_indices(ops: tuple[Op, ...], inputs: tuple[int, ...], outputs: tuple[int, ...], count: int) -> None:
+    """Every tensor index the checks will follow must name a tensor (LiteRT's loader checks this too;
+    this keeps the reader safe on its own, e.g. for files that only TFLite Micro would load)."""
+    for where, indices in (("subgraph inputs", inputs), ("subgraph outputs", outputs)):
+        bad = [i for i in indices if not 0 <= i < count]
+        if bad:
+            raise InputModelError(f"The {where} name tensor {bad[0]}, but the main subgraph has {count} tensors.")
+    for op in ops:
+        bad = [i for i in (*op.inputs, *op.outputs) if not -1 <= i < count]
+        if bad:
+            raise InputModelError(
+                f"Op {op.index} ({op.name}) names tensor {bad[0]}, but the main subgraph has {count} tensors."
+            )

@@ -220,7 +220,7 @@ def _where(p: OpPlacement) -> str:
 
 
 def analyze_edgetpu(
-    graph: TFLiteGraph,
+    graph: TFLiteGraph | str | bytes,
     *,
     layers: Mapping[str, str] | None = None,
     num_segments: int = 1,
@@ -236,6 +236,9 @@ def analyze_edgetpu(
         from ...errors import UsageError
 
         raise UsageError(f"--num-segments must be at least 1; received {num_segments}.")
+    from ...verify.integrity import as_graph
+
+    graph = as_graph(graph)  # a .tflite path or bytes works too, verified first
     profile = profile or load_profile("edgetpu")
     if layers:
         graph = graph.with_keras_layers(layers)
