@@ -91,7 +91,7 @@ def export(
     Raises an :class:`~exporter.errors.EdgeportError` for bad input or failed conversion; a model that
     does not fit or is not supported is *returned* with verdict "not supported" (the CLI exits 3).
     """
-    from .load import load_model
+    from .load import load_model, precheck_model
 
     opts = _options(options, calib, overrides)
     progress = progress or Progress(enabled=False)
@@ -101,6 +101,7 @@ def export(
     if not model_path.exists():
         raise InputModelError(f"Model file {model_path} does not exist.", hint="Check the path.")
     out_dirs = _plan_outputs(model_path, profiles, opts)
+    precheck_model(model_path)  # an empty, truncated or mislabelled file is refused before the TF import
     if model_path.suffix.lower() != ".tflite":
         progress.step("load", "importing TensorFlow")
         import_tensorflow_quietly(verbose=logging.getLogger().isEnabledFor(logging.DEBUG))

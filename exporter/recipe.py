@@ -326,12 +326,13 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, progress: Any = None,
     """Run every step in order; stop (exit code 3 in the result) at the first step that breaks the guard."""
     from .calibrate import load_calibration
     from .compress.finetune import accuracy
-    from .load import load_model
+    from .load import load_model, precheck_model
     from .progress import Progress
     from .tfimport import import_tensorflow_quietly
 
     recipe = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     progress = progress or Progress(enabled=False)
+    precheck_model(recipe.model)  # a broken file is refused before the TensorFlow import
     import_tensorflow_quietly(verbose=logging.getLogger().isEnabledFor(logging.DEBUG))
     source = load_model(recipe.model)
     if source.keras_model is None:

@@ -128,7 +128,7 @@ def run_techniques(args: argparse.Namespace) -> int:
     from ..compress.lowrank import LowRankSpec, factorize
     from ..compress.student import scale_width
     from ..errors import UsageError
-    from ..load import load_model
+    from ..load import load_model, precheck_model
     from ..progress import Progress
     from ..tfimport import import_tensorflow_quietly
 
@@ -146,6 +146,9 @@ def run_techniques(args: argparse.Namespace) -> int:
         if args.distill_from
         else None
     )
+    for path in (source_path, args.distill_from):  # broken files are refused before the TensorFlow import
+        if path is not None:
+            precheck_model(path)
     progress = Progress(enabled=not args.quiet)
     progress.step("load", "importing TensorFlow")
     import_tensorflow_quietly()

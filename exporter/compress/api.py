@@ -293,7 +293,7 @@ def compress(
     ``prune`` is a :class:`PruneSpec` or its ``--prune`` text (``0.5``, ``2:4``, ``channels:0.5``);
     ``spec_fields`` are PruneSpec fields (``epochs=``, ``rounds=``, ``scope=``, ``skip=``...).
     """
-    from ..load import load_model
+    from ..load import load_model, precheck_model
     from ..tfimport import import_tensorflow_quietly
 
     progress = progress or Progress(enabled=False)
@@ -309,6 +309,7 @@ def compress(
     spec = PruneSpec.parse(prune, **spec_fields) if isinstance(prune, str) else prune
     out = Path(output) if output is not None else source_path.with_name(f"{source_path.stem}_pruned.keras")
     _check_output(out, source_path)
+    precheck_model(source_path)  # a broken file is refused before the TensorFlow import
     progress.step("load", "importing TensorFlow")
     import_tensorflow_quietly(verbose=logging.getLogger().isEnabledFor(logging.DEBUG))
     progress.step("load", f"loading {source_path.name}")

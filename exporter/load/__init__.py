@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InputModelError
 from .model import SourceModel, TensorSpec
+from .precheck import SUPPORTED_FORMATS, precheck_model
 from .saved_model import LOADER_COMPAT_V1, LOADER_V2, signature_inputs, signature_outputs
 
 __all__ = [
@@ -19,15 +19,10 @@ __all__ = [
     "SourceModel",
     "TensorSpec",
     "load_model",
+    "precheck_model",
     "signature_inputs",
     "signature_outputs",
 ]
-
-SUPPORTED_FORMATS = ".keras, .h5 (or .hdf5), a SavedModel directory, or .tflite"
-
-_KERAS = {".keras"}
-_H5 = {".h5", ".hdf5"}
-_TFLITE = {".tflite"}
 
 
 def load_model(path: str | Path, *, input_shape: tuple[int, ...] | None = None, unsafe: bool = False) -> SourceModel:
@@ -35,28 +30,22 @@ def load_model(path: str | Path, *, input_shape: tuple[int, ...] | None = None, 
 
     ``input_shape`` (batch first, batch 1) fixes unknown input sizes of a single-input model.
     ``unsafe`` lifts Keras safe mode, letting Python code stored in the file (Lambda layers) run.
+    Callers that import TensorFlow first should call :func:`precheck_model` before that import.
     """
     path = Path(path).expanduser()
-    if not path.exists():
-        raise InputModelError(f"Model file {path} does not exist.", hint=f"Pass a path to a {SUPPORTED_FORMATS} model.")
-    if path.is_dir():
+    kind = precheck_model(path)
+    if kind == "saved_model":
         from .saved_model import load_saved_model
 
         return load_saved_model(path, input_shape=input_shape)
-    suffix = path.suffix.lower()
-    if suffix in _KERAS:
+    if kind == "keras":
         from .keras_files import load_keras_archive
 
         return load_keras_archive(path, input_shape=input_shape, unsafe=unsafe)
-    if suffix in _H5:
+    if kind == "h5":
         from .keras_files import load_h5
 
         return load_h5(path, input_shape=input_shape, unsafe=unsafe)
-    if suffix in _TFLITE:
-        from .tflite_file import load_tflite
+    from .tflite_file import load_tflite
 
-        return load_tflite(path, input_shape=input_shape)
-    raise InputModelError(
-        f"Unsupported model file {path} (suffix '{path.suffix or 'none'}').",
-        hint=f"edgeport accepts {SUPPORTED_FORMATS}.",
-    )
+    return load_tflite(path, input_shape=input_shape)

@@ -13,7 +13,6 @@ import json
 import logging
 import re
 import warnings
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from ..atomic import scratch_dir
 from ..errors import InputModelError
 from .model import SourceModel, TensorSpec
+from .precheck import check_hdf5_file, keras_archive_config
 from .shapes import RawShape, first_line, output_spec, resolve_inputs
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ UNSAFE_NOTE = (
 
 def load_keras_archive(path: Path, *, input_shape: tuple[int, ...] | None, unsafe: bool) -> SourceModel:
     """Load a Keras 3 ``.keras`` zip with safe mode on unless the user lifted it."""
-    config = _archive_config(path)  # refuse a bad file before paying for the Keras/TF import
+    config = keras_archive_config(path)  # refuse a bad file before paying for the Keras/TF import
 
     import keras
 
@@ -92,53 +92,19 @@ def load_h5(path: Path, *, input_shape: tuple[int, ...] | None, unsafe: bool) ->
 # --- reading the files without running them ---------------------------------------------------------
 
 
-def _archive_config(path: Path) -> Any:
-    """The model config inside a .keras zip; refuses anything that is not one."""
-    if not zipfile.is_zipfile(path):
-        hint = "Save the model with model.save('model.keras') (Keras 3) and pass that file."
-        if _is_hdf5(path):
-            hint = "It is an HDF5 file: rename it to .h5 so edgeport reads it as a legacy Keras model."
-        raise InputModelError(f"File {path} is not a valid .keras archive (not a zip file).", hint=hint)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            if "config.json" not in archive.namelist():
-                raise InputModelError(
-                    f"File {path} is not a valid .keras archive (a zip without config.json).",
-                    hint="Save the model with model.save('model.keras') and pass that file.",
-                )
-            return json.loads(archive.read("config.json"))
-    except InputModelError:
-        raise
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise InputModelError(
-            f"File {path} is not a valid .keras archive ({first_line(exc)}).",
-            hint="Re-save the model with model.save('model.keras'); the file may be truncated.",
-        ) from exc
-
-
-def _is_hdf5(path: Path) -> bool:
-    import h5py
-
-    try:
-        return bool(h5py.is_hdf5(path))
-    except OSError:
-        return False
-
-
 def _h5_config(path: Path) -> Any:
-    """The model config of a Keras H5 file; refuses non-HDF5 files and weights-only files."""
+    """The model config of a Keras H5 file; refuses non-HDF5, truncated and weights-only files."""
+    check_hdf5_file(path)  # signature and truncation, from the header alone
     import h5py
 
-    if not _is_hdf5(path):
-        hint = "Pass a Keras model saved with model.save('model.h5') or model.save('model.keras')."
-        if zipfile.is_zipfile(path):
-            hint = "It is a zip file: if it is a Keras 3 archive, rename it to .keras."
-        raise InputModelError(f"File {path} is not an HDF5 file.", hint=hint)
     try:
         with h5py.File(path, "r") as handle:
             raw = handle.attrs.get("model_config")
     except OSError as exc:
-        raise InputModelError(f"HDF5 file {path} cannot be read ({first_line(exc)}).") from exc
+        raise InputModelError(
+            f"HDF5 file {path} cannot be read ({first_line(exc)}).",
+            hint="Copy or download the file again (it may be damaged), or re-save it with model.save('model.keras').",
+        ) from exc
     if raw is None:
         raise InputModelError(
             f"HDF5 file {path} holds only weights (no model config), so the architecture is unknown.",
@@ -148,7 +114,8 @@ def _h5_config(path: Path) -> Any:
         return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
     except ValueError as exc:
         raise InputModelError(
-            f"HDF5 file {path} has a model config that is not valid JSON ({first_line(exc)})."
+            f"HDF5 file {path} has a model config that is not valid JSON ({first_line(exc)}).",
+            hint="Re-save the model with model.save('model.keras') and pass that file.",
         ) from exc
 
 
