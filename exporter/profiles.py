@@ -262,11 +262,19 @@ def _read_toml(path: Path) -> dict[str, Any]:
         with path.open("rb") as handle:
             return tomllib.load(handle)
     except FileNotFoundError as exc:
-        raise ProfileError(f"Target profile {path} does not exist.") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"Target profile {path} is not valid TOML: {exc}.") from exc
+        raise ProfileError(
+            f"Target profile {path} does not exist.",
+            hint=f"Check the path, or name a shipped target: {', '.join(available_targets())}.",
+        ) from exc
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProfileError(
+            f"Target profile {path} is not valid TOML: {exc}.",
+            hint="Fix the syntax at the line and column shown ('edgeport targets show cortex-m4' prints a valid profile).",
+        ) from exc
     except OSError as exc:
-        raise ProfileError(f"Cannot read target profile {path}: {exc.strerror or exc}.") from exc
+        raise ProfileError(
+            f"Cannot read target profile {path}: {exc.strerror or exc}.", hint="Check the file's permissions."
+        ) from exc
 
 
 def _resolve_path(spec: str, relative_to: Path | None = None) -> Path:

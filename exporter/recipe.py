@@ -93,7 +93,8 @@ class Recipe:
 
 
 def _fail(recipe: Path, key: str, message: str, hint: str | None = None) -> UsageError:
-    return UsageError(f"{recipe.name}: {key}: {message}", hint=hint)
+    ended = message if message.rstrip().endswith((".", "?", "!", ")")) or hint is None else f"{message}."
+    return UsageError(f"{recipe.name}: {key}: {ended}", hint=hint)
 
 
 def _resolve_data(base: Path, spec: str) -> str:
@@ -121,7 +122,10 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
     try:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path.name}: not valid TOML: {exc}.") from exc
+        raise UsageError(
+            f"{path.name}: not valid TOML: {exc}.",
+            hint="Fix the syntax at the line and column shown (examples/recipes/ has working recipes).",
+        ) from exc
     base = path.parent
     for key in raw:
         if key not in TOP_KEYS:

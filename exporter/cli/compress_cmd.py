@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_techniques(args: argparse.Namespace) -> int:
     """Prune (optional) -> distill -> low-rank -> cluster, each reported, one .keras written at the end."""
-    from ..compress.api import load_labelled, prune_model, save_keras_atomically
+    from ..compress.api import KERAS_MODEL_HINT, load_labelled, prune_model, save_keras_atomically
     from ..compress.cluster import cluster_model
     from ..compress.distill import DistillSpec, distill
     from ..compress.lowrank import LowRankSpec, factorize
@@ -146,15 +146,21 @@ def run_techniques(args: argparse.Namespace) -> int:
         if args.distill_from
         else None
     )
-    for path in (source_path, args.distill_from):  # broken files are refused before the TensorFlow import
-        if path is not None:
-            precheck_model(path)
+    for path in (source_path, args.distill_from):  # broken or non-Keras files are refused before the TF import
+        if path is not None and precheck_model(path) == "tflite":
+            raise UsageError(
+                f"Compression needs Keras models (.keras or .h5); {Path(path).name} is a .tflite file.",
+                hint=KERAS_MODEL_HINT,
+            )
     progress = Progress(enabled=not args.quiet)
     progress.step("load", "importing TensorFlow")
     import_tensorflow_quietly()
     source = load_model(source_path)
     if source.keras_model is None:
-        raise UsageError(f"Compression needs a Keras model (.keras or .h5); {source_path.name} is a {source.format}.")
+        raise UsageError(
+            f"Compression needs a Keras model (.keras or .h5); {source_path.name} is a {source.format}.",
+            hint=KERAS_MODEL_HINT,
+        )
     train = load_labelled(args.train, source.inputs, args.train_samples, args.seed, "Training") if args.train else None
     evaluation = (
         load_labelled(args.eval, source.inputs, args.eval_samples, args.seed + 1, "Evaluation") if args.eval else None

@@ -309,13 +309,19 @@ def compress(
     spec = PruneSpec.parse(prune, **spec_fields) if isinstance(prune, str) else prune
     out = Path(output) if output is not None else source_path.with_name(f"{source_path.stem}_pruned.keras")
     _check_output(out, source_path)
-    precheck_model(source_path)  # a broken file is refused before the TensorFlow import
+    if precheck_model(source_path) == "tflite":  # a broken or non-Keras file is refused before the TF import
+        raise UsageError(
+            f"Pruning needs a Keras model (.keras or .h5); {source_path.name} is a .tflite file.", hint=KERAS_MODEL_HINT
+        )
     progress.step("load", "importing TensorFlow")
     import_tensorflow_quietly(verbose=logging.getLogger().isEnabledFor(logging.DEBUG))
     progress.step("load", f"loading {source_path.name}")
     source = load_model(source_path)
     if source.keras_model is None:
-        raise UsageError(f"Pruning needs a Keras model (.keras or .h5); {source_path.name} is a {source.format}.")
+        raise UsageError(
+            f"Pruning needs a Keras model (.keras or .h5); {source_path.name} is a {source.format}.",
+            hint=KERAS_MODEL_HINT,
+        )
     train_data = _data(train, source, spec.train_samples, spec.seed, "Training") if train is not None else None
     eval_data = _data(eval, source, eval_samples, spec.seed + 1, "Evaluation") if eval is not None else None
     progress.step("prune", spec.describe())
@@ -325,6 +331,9 @@ def compress(
     report.output = str(out)
     progress.done()
     return report
+
+
+KERAS_MODEL_HINT = "Pass the .keras or .h5 the model was exported from, then export the compressed result again."
 
 
 def _data(value: str | Data, source: Any, samples: int, seed: int, what: str) -> Data:

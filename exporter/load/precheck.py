@@ -100,7 +100,9 @@ def keras_archive_config(path: Path) -> Any:
     except InputModelError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, RuntimeError) as exc:
-        raise InputModelError(f"File {path} is not a valid .keras archive ({first_line(exc)}).", hint=_RESAVE_KERAS) from exc
+        raise InputModelError(
+            f"File {path} is not a valid .keras archive ({first_line(exc)}).", hint=_RESAVE_KERAS
+        ) from exc
     if not isinstance(config, dict) or "class_name" not in config:
         raise InputModelError(
             f"File {path} is not a valid .keras archive (its config.json does not describe a Keras model).",
