@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputModelError, NotSupportedError, UsageError
+from .load.precheck import precheck_model
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class Recipe:
 
 
 def _fail(recipe: Path, key: str, message: str, hint: str | None = None) -> UsageError:
-    ended = message if message.rstrip().endswith((".", "?", "!", ")")) or hint is None else f"{message}."
+    ended = message if message.rstrip().endswith((".", "?", "!")) or hint is None else f"{message}."
     return UsageError(f"{recipe.name}: {key}: {ended}", hint=hint)
 
 
@@ -131,10 +132,16 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         if key not in TOP_KEYS:
             raise _fail(path, key, "unknown key", hint=f"Top-level keys: {', '.join(sorted(TOP_KEYS))}.")
     if not isinstance(raw.get("model"), str):
-        raise _fail(path, "model", "required: the path of the Keras model to compress (relative to the recipe)")
+        raise _fail(
+            path,
+            "model",
+            "required: the path of the Keras model to compress (relative to the recipe)",
+            hint='Add model = "model.keras" at the top of the recipe.',
+        )
     model = (base / raw["model"]).resolve() if not Path(raw["model"]).is_absolute() else Path(raw["model"])
     if not model.exists():
         raise _fail(path, "model", f"file {model} does not exist", hint="Paths are relative to the recipe file.")
+    precheck_model(model)  # an empty or broken model file fails 'run --check' too, in milliseconds
     seed = raw.get("seed", 0)
     if not isinstance(seed, int):
         raise _fail(path, "seed", f"must be an integer; received {seed!r}")
@@ -330,7 +337,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, progress: Any = None,
     """Run every step in order; stop (exit code 3 in the result) at the first step that breaks the guard."""
     from .calibrate import load_calibration
     from .compress.finetune import accuracy
-    from .load import load_model, precheck_model
+    from .load import load_model
     from .progress import Progress
     from .tfimport import import_tensorflow_quietly
 
