@@ -9,6 +9,7 @@ unchanged is left alone.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
@@ -41,11 +42,26 @@ def write_bytes(path: str | os.PathLike[str], data: bytes, *, keep_unchanged: bo
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise write_error(target, exc) from exc
         raise
     return True
+
+
+def write_error(target: Path, exc: OSError) -> OutputPathError:
+    """A failed write as the user's problem to fix (a full disk, a quota, a read-only mount), in one line."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutputPathError(
+            f"No space left on the device holding {target.parent} while writing {target.name}.",
+            hint="Free some space there or choose another directory with -o; no file was left half-written.",
+        )
+    return OutputPathError(
+        f"Cannot write {target}: {exc.strerror or exc}.",
+        hint="Check the directory's permissions and mount, or choose another directory with -o.",
+    )
 
 
 def write_text(path: str | os.PathLike[str], text: str, *, keep_unchanged: bool = True) -> bool:

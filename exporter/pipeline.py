@@ -32,6 +32,7 @@ from .report.report import (
     TargetReport,
     render_summary,
 )
+from .staging import Stage, interrupts_held
 from .steps.analysis import analyze, config_for, fidelity_inputs, layer_error_rows, layer_sizes, measure_fidelity
 from .steps.bench import benchmark_on_device, benchmark_on_host
 from .steps.guarding import check_guard_inputs, guard_target
@@ -142,9 +143,7 @@ def export(
             results.append((report, model))
         common = common_facts(source, calibration, evaluation)
         progress.step("write", "writing outputs")
-        for (report, model), profile in zip(results, profiles, strict=True):
-            write_target(report, model, out_dirs[profile.name], common, profile, source, onnx, opts)
-            drop_stale_onnx(report, out_dirs[profile.name])
+        _write_outputs(results, profiles, out_dirs, common, source, onnx, opts)
         if opts.keep_workdir:
             shutil.copytree(work, Path(out_dirs[profiles[0].name]) / "_work", dirs_exist_ok=True)
     progress.done()
@@ -152,6 +151,31 @@ def export(
 
 
 # --- steps ---------------------------------------------------------------------------------------
+
+
+def _write_outputs(
+    results: list[tuple[TargetReport, bytes | None]],
+    profiles: list[TargetProfile],
+    out_dirs: dict[str, Path],
+    common: dict[str, Any],
+    source: SourceModel,
+    onnx: Any,
+    opts: ExportOptions,
+) -> None:
+    """Stage every target, then move them all into place: a failure or Ctrl-C before the moves leaves
+    every output folder as it was; the moves themselves are not interrupted (see exporter.staging)."""
+    stages: list[Stage] = []
+    try:
+        for (report, model), profile in zip(results, profiles, strict=True):
+            stages.append(Stage.create(out_dirs[profile.name]))
+            write_target(report, model, stages[-1], common, profile, source, onnx, opts)
+            drop_stale_onnx(report, stages[-1])
+        with interrupts_held():
+            for stage in stages:
+                stage.commit()
+    finally:
+        for stage in stages:
+            stage.discard()
 
 
 def _options(options: ExportOptions | None, calib: str | None, overrides: dict[str, Any]) -> ExportOptions:

@@ -8,6 +8,7 @@ way. Nothing heavy is imported before a subcommand needs it, so ``--help`` and `
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -72,14 +73,31 @@ def main(argv: list[str] | None = None) -> int:
         print(f"edgeport: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("edgeport: interrupted; no output was written for unfinished targets.", file=sys.stderr)
-        return 130
-    except Exception as exc:  # a bug: still one line, with how to get the details
-        if args.debug:
-            traceback.print_exc()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(
-            f"edgeport: internal error: {type(exc).__name__}: {first[:300]} (re-run with --debug and report it)",
+            "edgeport: interrupted; no target was left half-written (each output folder holds all of this "
+            "run's files or none of them).",
             file=sys.stderr,
         )
-        return EXIT_INTERNAL
+        return 130
+    except OSError as exc:  # ENOSPC and friends outside edgeport's own writers (temp files, children)
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return _internal_error(exc, args.debug)
+        print(
+            f"edgeport: error: No space left on device ({exc.filename or 'a temporary file'}). "
+            "Free some space (or set TMPDIR to a larger disk) and run again.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except Exception as exc:  # a bug: still one line, with how to get the details
+        return _internal_error(exc, args.debug)
+
+
+def _internal_error(exc: BaseException, debug: bool) -> int:
+    if debug:
+        traceback.print_exception(exc)
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    print(
+        f"edgeport: internal error: {type(exc).__name__}: {first[:300]} (re-run with --debug and report it)",
+        file=sys.stderr,
+    )
+    return EXIT_INTERNAL

@@ -16,7 +16,6 @@ still converted and written:
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from ..childproc import first_line
@@ -24,6 +23,7 @@ from ..errors import EdgeportError, UsageError
 from ..options import ExportOptions
 from ..profiles import TargetProfile
 from ..report.report import VERDICT_NOT_SUPPORTED, VERDICT_OK, TargetReport
+from ..staging import Stage
 from .analysis import fidelity_inputs
 
 log = logging.getLogger(__name__)
@@ -135,15 +135,14 @@ def onnx_only_report(profile: TargetProfile, onnx: Any) -> TargetReport:
     )
 
 
-def drop_stale_onnx(report: TargetReport, directory: Path) -> None:
-    """An ONNX that was wanted and not written: remove .onnx files an earlier run left in ``directory``."""
+def drop_stale_onnx(report: TargetReport, stage: Stage) -> None:
+    """An ONNX that was wanted and not written: the .onnx files an earlier run left go with the commit."""
     if "onnx_error" not in report.extra:
         return
     for name in ONNX_FILES:
-        path = Path(directory) / name
-        if path.exists():
-            path.unlink()
-            log.info("removed %s from an earlier run: this export did not write ONNX", path)
+        if (stage.final / name).exists():
+            stage.stale.add(name)
+            log.info("removing %s from an earlier run: this export did not write ONNX", stage.final / name)
 
 
 __all__ = [

@@ -1,8 +1,8 @@
-"""Write one target's files, each atomically, only after every step succeeded.
+"""Stage one target's files, only after every step succeeded (see :mod:`exporter.staging`).
 
-The model (and its .gz twin with --gzip, ONNX files where written), then report.json, report.md and
-report.html: a failed run leaves the previous outputs as they were, and an unchanged file keeps its
-mtime so make does not rebuild what depends on it.
+The model (and its .gz twin with --gzip, ONNX files where written), the device's files, then
+report.md, report.html and report.json: a failed run leaves the previous outputs as they were, and
+an unchanged file keeps its mtime so make does not rebuild what depends on it.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..atomic import ensure_dir, write_bytes, write_text
+from ..atomic import write_bytes, write_text
 from ..calibrate.dataset import CalibrationSet
 from ..devices import after_write
 from ..load.model import SourceModel
 from ..options import ExportOptions
 from ..profiles import TargetProfile
 from ..report.report import VERDICT_NOT_SUPPORTED, Artifact, TargetReport, render_markdown
+from ..staging import Stage, checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -49,50 +50,61 @@ def common_facts(
 def write_target(
     report: TargetReport,
     model: bytes | None,
-    directory: Path,
+    stage: Stage,
     common: dict[str, Any],
     profile: TargetProfile,
     source: SourceModel,
     onnx: Any,
     opts: ExportOptions | None = None,
 ) -> None:
-    """Write the target's files: model(s) unless not supported, then report.json, report.md, report.html."""
+    """Stage the target's files: model(s) unless not supported, the device's files, then the reports.
+
+    Nothing reaches the output folder here: :meth:`Stage.commit` moves it all in once every target
+    is staged. The reports are rendered last, after the staging folder's name is replaced by the
+    output folder's wherever a path was recorded.
+    """
     from ..report.html import render_html
 
-    ensure_dir(directory)
-    report.output_dir = str(directory)
-    if report.verdict != VERDICT_NOT_SUPPORTED:
-        if model is not None:
-            write_bytes(directory / MODEL_FILE, model)
-            report.artifacts.append(artifact(MODEL_FILE, directory / MODEL_FILE, model))
-            write_gzipped(report, model, directory, bool(opts and opts.gzip))
-            after_write(profile, directory / MODEL_FILE, source.layers, report, opts, source.path)
-        if "onnx" in report.extra and not isinstance(onnx, Exception) and onnx is not None:
-            for onnx_model in (onnx.float_model, onnx.int8_model):
-                if onnx_model is not None:
-                    data = Path(onnx_model.path).read_bytes()
-                    write_bytes(directory / Path(onnx_model.path).name, data)
-                    report.artifacts.append(
-                        artifact(Path(onnx_model.path).name, directory / Path(onnx_model.path).name, data)
-                    )
-    data = report.to_dict(common)
-    write_text(directory / "report.md", render_markdown(report, common))
-    write_text(directory / "report.html", render_html(data))
-    write_text(directory / "report.json", report.to_json(common))
+    directory = stage.folder
+    with stage.active():
+        if report.verdict != VERDICT_NOT_SUPPORTED:
+            if model is not None:
+                write_bytes(directory / MODEL_FILE, model)
+                report.artifacts.append(artifact(MODEL_FILE, directory / MODEL_FILE, model))
+                checkpoint("staged-model")
+                write_gzipped(report, model, stage, bool(opts and opts.gzip))
+                after_write(profile, directory / MODEL_FILE, source.layers, report, opts, source.path)
+            if "onnx" in report.extra and not isinstance(onnx, Exception) and onnx is not None:
+                for onnx_model in (onnx.float_model, onnx.int8_model):
+                    if onnx_model is not None:
+                        data = Path(onnx_model.path).read_bytes()
+                        write_bytes(directory / Path(onnx_model.path).name, data)
+                        report.artifacts.append(
+                            artifact(Path(onnx_model.path).name, directory / Path(onnx_model.path).name, data)
+                        )
+        stage.relocate(report)
+        report.output_dir = str(stage.final)
+        data = report.to_dict(common)
+        write_text(directory / "report.md", render_markdown(report, common))
+        write_text(directory / "report.html", render_html(data))
+        checkpoint("staged-reports")
+        write_text(directory / "report.json", report.to_json(common))
 
 
-def write_gzipped(report: TargetReport, model: bytes, directory: Path, wanted: bool) -> None:
+def write_gzipped(report: TargetReport, model: bytes, stage: Stage, wanted: bool) -> None:
     """--gzip: model_int8.tflite.gz for compressed downloads; without it, a .gz left by an earlier run goes.
 
     A stale .gz would hold a different model than the .tflite beside it, and make would ship it.
     """
     from ..analyze.compressed import gzip_best
 
-    path = directory / GZIP_FILE
+    path = stage.folder / GZIP_FILE
     if not wanted:
-        if path.exists():
-            path.unlink()
-            log.info("removed %s from an earlier --gzip run: it no longer matches %s", path, MODEL_FILE)
+        if (stage.final / GZIP_FILE).exists():
+            stage.stale.add(GZIP_FILE)
+            log.info(
+                "removing %s from an earlier --gzip run: it no longer matches %s", stage.final / GZIP_FILE, MODEL_FILE
+            )
         return
     data, strategy = gzip_best(model)
     write_bytes(path, data)

@@ -12,7 +12,6 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from ...atomic import write_text
 from .csource import Names
 
 SOURCES = ("model_data.cc",)
@@ -74,10 +73,15 @@ def depfile_text(target: Path, prerequisites: Iterable[Path]) -> str:
 
 
 def write_depfile(path: Path, target: Path, prerequisites: Iterable[Path]) -> None:
-    write_text(path, depfile_text(target, prerequisites))
+    """Write the depfile; while the target is staged, it names the stamp's final path and moves in with it."""
+    from ...staging import public_path, write_external
+
+    write_external(path, depfile_text(public_path(target), prerequisites).encode("utf-8"))
 
 
 def refresh_stamp(path: Path) -> None:
     """Bump the rule target's mtime: make must see it newer than what it was remade from, even when
     its bytes did not change (the other generated files keep their mtime, so nothing recompiles)."""
-    os.utime(path)
+    from ...staging import touch
+
+    touch(path)
