@@ -140,7 +140,9 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         )
     model = (base / raw["model"]).resolve() if not Path(raw["model"]).is_absolute() else Path(raw["model"])
     if not model.exists():
-        raise _fail(path, "model", f"file {model} does not exist", hint="Paths are relative to the recipe file.")
+        raise _fail(
+            path, "model", f"file {model} does not exist", hint="Check the path: it is relative to the recipe file."
+        )
     precheck_model(model)  # an empty or broken model file fails 'run --check' too, in milliseconds
     seed = raw.get("seed", 0)
     if not isinstance(seed, int):

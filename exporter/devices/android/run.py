@@ -177,6 +177,9 @@ def _check_model(model_path: str | Path) -> Path:
             f"{path} is not a TFLite flatbuffer (no 'TFL3' identifier).",
             hint="Benchmark the .tflite that 'edgeport export' wrote.",
         )
+    from ...verify.graph import TFLiteGraph
+
+    TFLiteGraph.from_file(path)  # structurally verified here: benchmark_model on a phone would just crash on it
     return path
 
 
