@@ -271,7 +271,7 @@ def _evaluation(source: SourceModel, opts: ExportOptions, calibration: Calibrati
         std=list(opts.std) if opts.std else None,
         exclude=exclude,
     )
-    evaluation.role = "evaluation"
+    evaluation.set_role("evaluation")
     if exclude is not None:
         evaluation.preprocessing = (evaluation.preprocessing + "; " if evaluation.preprocessing else "") + (
             f"disjoint from the {len(exclude)} calibration samples (same source, their indices excluded)"

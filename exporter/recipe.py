@@ -471,6 +471,7 @@ def _export(step, model_path, recipe, folder, evaluation) -> tuple[tuple, str | 
     from .analyze.inference import run_tflite
     from .compress.finetune import class_labels
     from .pipeline import MODEL_FILE, export
+    from .report.report import all_warnings
 
     samples = int(step.options.get("calib_samples", 200))
     result = export(
@@ -480,7 +481,12 @@ def _export(step, model_path, recipe, folder, evaluation) -> tuple[tuple, str | 
     for report in result.reports:
         out = result.output_dirs[report.target]
         artifacts.append(str(out))
-        entry = {"verdict": report.verdict, "model_bytes": report.model_bytes, "reasons": report.reasons}
+        entry = {
+            "verdict": report.verdict,
+            "model_bytes": report.model_bytes,
+            "reasons": report.reasons,
+            "warnings": all_warnings(report, result.common),  # as in its report.json; 'edgeport run' prints them
+        }
         model_file = out / MODEL_FILE
         if evaluation is not None and model_file.exists():
             outputs = run_tflite(model_file.read_bytes(), [evaluation[0]])[0]

@@ -108,8 +108,8 @@ def _from_images(
     listing = img.list_images(folder)
     available = len(listing.files)
     indices = _select(available, samples, seed, exclude, text)
-    array = img.decode_images(listing, indices, layout, scaling)
     warnings = list(listing.warnings)
+    array = img.decode_images(listing, indices, layout, scaling, warnings)
     if scaling.assumed:
         warnings.append(img.assumed_range_warning(folder))
     labels = listing.labels[indices] if listing.labels is not None else None

@@ -34,6 +34,16 @@ class CalibrationSet:
     #: "calibration" or "evaluation": the same loader serves both, the report says which is which.
     role: str = "calibration"
 
+    def set_role(self, role: str) -> None:
+        """Mark the set as "evaluation" data: the same loader read it, but its sample-count warning is
+        about how coarse the accuracy figures are, not about quantization ranges."""
+        from .validate import few_samples_warning
+
+        before, after = few_samples_warning(self.count, self.role), few_samples_warning(self.count, role)
+        self.role = role
+        if before is not None and before in self.warnings:
+            self.warnings[self.warnings.index(before)] = after or before
+
     @property
     def count(self) -> int:
         return int(self.arrays[0].shape[0]) if self.arrays else 0

@@ -220,17 +220,32 @@ def make_scaling(input_range: str | None, mean: list[float] | None, std: list[fl
     return Scaling(scale, np.full(channels, low), f"scaled to {low:g}..{high:g}", input_range is None)
 
 
-def decode_images(listing: ImageListing, indices: list[int], layout: ImageLayout, scaling: Scaling) -> np.ndarray:
-    """Decode, orient, convert, resize (bilinear) and scale the selected images into one float32 array."""
+def decode_images(
+    listing: ImageListing,
+    indices: list[int],
+    layout: ImageLayout,
+    scaling: Scaling,
+    warnings: list[str] | None = None,
+) -> np.ndarray:
+    """Decode, orient, convert, resize (bilinear) and scale the selected images into one float32 array.
+
+    A colour image fed to a 1-channel model (or a grey one to a colour model) is converted without
+    error, so the conversion is stated in ``warnings``: a model trained on one colour channel, or
+    on another grey conversion, calibrates to the wrong ranges and nothing else would say so.
+    """
     from PIL import Image, ImageOps
 
     mode = _MODES[layout.channels][0]
     out = np.empty((len(indices), layout.height, layout.width, layout.channels), dtype=np.float32)
+    converted: list[str] = []  # PIL modes of the images whose colour kind the model's channels change
     for row, index in enumerate(indices):
         path = listing.root / listing.files[index]
         try:
             with Image.open(path) as image:
                 image.seek(0)  # first frame of an animated GIF/WebP
+                kind = _colour_kind(image)
+                if kind != ("grey" if layout.channels == 1 else "colour"):
+                    converted.append(image.mode)
                 picture = ImageOps.exif_transpose(image).convert(mode)
                 if picture.size != (layout.width, layout.height):
                     picture = picture.resize((layout.width, layout.height), Image.Resampling.BILINEAR)
@@ -241,12 +256,43 @@ def decode_images(listing: ImageListing, indices: list[int], layout: ImageLayout
                 hint="Remove or replace that file; its extension says image but its bytes do not.",
             ) from exc
         out[row] = pixels.reshape(layout.height, layout.width, layout.channels)
+    if converted and warnings is not None:
+        warnings.append(_conversion_warning(listing.root, converted, layout.channels))
     out = out * scaling.scale.astype(np.float32) + scaling.offset.astype(np.float32)
     if layout.layout == "NCHW":
         out = out.transpose(0, 3, 1, 2)
     elif layout.layout == "NHW":
         out = out[..., 0]
     return np.ascontiguousarray(out, dtype=np.float32)
+
+
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+
+def _colour_kind(image) -> str:
+    """"grey" or "colour": what the file holds, whatever the channels the model wants."""
+    if image.mode in _GREY_MODES:
+        return "grey"
+    if image.mode in ("P", "PA"):  # a palette of grey entries is a grey image
+        palette = image.getpalette() or []
+        rgb = np.asarray(palette[: len(palette) // 3 * 3]).reshape(-1, 3)
+        return "grey" if rgb.size and (rgb == rgb[:, :1]).all() else "colour"
+    return "colour"
+
+
+def _conversion_warning(root: Path, modes_seen: list[str], channels: int) -> str:
+    # No counts or file names: calibration and evaluation drawn from one folder then say it once.
+    modes = ", ".join(sorted(set(modes_seen)))
+    if channels == 1:
+        return (
+            f"images in {root} are colour ({modes}) and were converted to 1-channel grayscale for the model's "
+            "1-channel input (PIL luma: 0.299 R + 0.587 G + 0.114 B); if the model was trained on another "
+            "conversion or on one colour channel, convert the images first, or pass the samples as an .npy"
+        )
+    return (
+        f"images in {root} are grayscale ({modes}) and were copied into all {channels} channels of the model's "
+        "colour input; if the model was trained on colour images, use colour images"
+    )
 
 
 def describe(count: int, layout: ImageLayout, scaling: Scaling) -> str:

@@ -187,8 +187,14 @@ def value_range(array: np.ndarray) -> tuple[float, float]:
     return (float(array.min()), float(array.max()))
 
 
-def few_samples_warning(count: int) -> str | None:
-    """The converter only sees these samples: too few and rare activations fall outside the ranges."""
-    if count < FEW_SAMPLES:
-        return f"quantization ranges from {count} samples may be unrepresentative; 100-500 is typical"
-    return None
+def few_samples_warning(count: int, role: str = "calibration") -> str | None:
+    """Too few samples: for calibration, rare activations fall outside the ranges the converter sets;
+    for evaluation, one sample moves every accuracy figure by whole percentage points."""
+    if count >= FEW_SAMPLES:
+        return None
+    if role == "evaluation":
+        return (
+            f"fidelity measured on {count} evaluation samples is coarse: one sample moves accuracy and agreement "
+            f"by {100 / count:.2g} percentage points; 200 or more is typical"
+        )
+    return f"quantization ranges from {count} samples may be unrepresentative; 100-500 is typical"

@@ -36,6 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="time the compiled model on an attached Edge TPU (needs compiler, runtime, device)",
     )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no 'edgeport: warning:' lines (the warnings stay in the --json file)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -51,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         run_compiler,
     )
     from ..errors import UsageError
+    from ..progress import WARNING_PREFIX
     from ..verify.graph import TFLiteGraph
 
     model: Path = args.model
@@ -73,8 +77,9 @@ def run(args: argparse.Namespace) -> int:
                 f"  segment {s.index}: {len(s.op_indices)} ops, {s.param_bytes} parameter bytes (estimate)"
                 + ("" if s.fits_cache else " -- exceeds the cache, streams from the host")
             )
-    if analysis.param_warning:
-        print(f"Warning: {analysis.param_warning}")
+    if analysis.param_warning and not args.quiet:
+        sys.stdout.flush()
+        print(f"{WARNING_PREFIX}{analysis.param_warning}", file=sys.stderr)
     for fix in analysis.fixes:
         print(f"Fix: {fix.render()}")
 

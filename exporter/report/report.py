@@ -91,7 +91,7 @@ class TargetReport:
                 "target": self.target,
                 "verdict": self.verdict,
                 "reasons": self.reasons,
-                "warnings": self.warnings,
+                "warnings": all_warnings(self, common),
                 "conversion": self.conversion,
                 "verification": self.verification,
                 "memory": self.memory,
@@ -106,6 +106,30 @@ class TargetReport:
 
     def to_json(self, common: dict[str, Any] | None = None) -> str:
         return dumps(self.to_dict(common))
+
+
+def all_warnings(report: TargetReport, common: dict[str, Any] | None = None) -> list[str]:
+    """The target's warnings, then those of its calibration and evaluation data not already among them.
+
+    The analysis step copies the warnings of the data the fidelity was measured on; with ``--eval``
+    that is the evaluation set, so the calibration set's (1 sample, an assumed 0..1 range) would be
+    missing from report.json, report.md and the terminal without this.
+    """
+    out = list(dict.fromkeys(report.warnings))
+    for key in ("calibration", "evaluation"):
+        for warning in ((common or {}).get(key) or {}).get("warnings") or []:
+            if warning not in out:
+                out.append(warning)
+    return out
+
+
+def npu_caveat(report: TargetReport) -> str | None:
+    """Why an Ethos-U target's "ok" does not mean the NPU was compiled for (Vela absent), else None."""
+    section = report.extra.get("cortex_m")
+    data = section.to_dict() if hasattr(section, "to_dict") else (section or {})
+    if data.get("npu_compiled") is False and report.verdict != VERDICT_NOT_SUPPORTED:
+        return "NPU not compiled (no Vela)"
+    return None
 
 
 _SCALAR_LIST = re.compile(r"\[(?:\s*(?:-?[0-9.eE+-]+|true|false|null|\"[^\"\n]*\"),?)+\s*\]")
@@ -171,6 +195,9 @@ def render_markdown(report: TargetReport, common: dict[str, Any]) -> str:
     title = report.profile.get("title", report.target)
     lines.append(f"**Verdict: {report.verdict}** on {title}.")
     lines.extend(f"- {r}" for r in report.reasons)
+    caveat = npu_caveat(report)
+    if caveat:
+        lines.append(f"- {caveat}: every figure below is for the CPU alone (see Warnings).")
     lines.append("")
     m = common["model"]
     lines += ["## Model", "", f"- source: `{m['path']}` ({m['format']}, loaded with {m['loader']})"]
@@ -256,8 +283,9 @@ def render_markdown(report: TargetReport, common: dict[str, Any]) -> str:
                 f"| {row.get('layer') or row.get('tensor')} | {row.get('op')} | {local} | {snr} | {_num(row.get('rmse_over_range'))} |"
             )
     lines += extra_sections(report.extra)
-    if report.warnings:
-        lines += ["", "## Warnings", ""] + [f"- {w}" for w in report.warnings]
+    warnings = all_warnings(report, common)
+    if warnings:
+        lines += ["", "## Warnings", ""] + [f"- {w}" for w in warnings]
     if report.artifacts:
         lines += ["", "## Files", ""] + [
             f"- `{a.name}` ({human_bytes(a.bytes)}, sha256 {a.sha256[:16]}…)" for a in report.artifacts
@@ -405,7 +433,7 @@ def render_summary(reports: list[TargetReport]) -> str:
                 ("yes" if ver.get("fully_integer") else "no") if ver else "-",
                 f"{human_bytes(ram.needed_bytes)} ({_how(ram.method)})" if ram else "-",
                 f"{human_bytes(flash.needed_bytes)} ({_how(flash.method)})" if flash else "-",
-                r.verdict,
+                r.verdict + (f", {npu_caveat(r)}" if npu_caveat(r) else ""),
             )
         )
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]

@@ -52,6 +52,13 @@ class CortexMSection:
     files: list[str] = field(default_factory=list)
     #: Keras layer names of the source model, to name the layers behind the largest activations.
     layer_names: tuple[str, ...] = ()
+    #: True on Ethos-U targets: the report then says whether Vela compiled the model for the NPU.
+    has_npu: bool = False
+
+    @property
+    def npu_compiled(self) -> bool | None:
+        """None without an NPU; False when Vela did not run, so every figure is the CPU's."""
+        return (self.vela is not None) if self.has_npu else None
 
     def to_dict(self) -> dict[str, Any]:
         latency = self.latency.to_dict() if self.latency is not None else None
@@ -70,6 +77,7 @@ class CortexMSection:
             "cpu_latency": latency if self.npu_latency else None,
             "vela": self.vela.to_dict() if self.vela is not None else None,
             "vela_note": self.vela_note or None,
+            "npu_compiled": self.npu_compiled,
             "firmware_files": list(self.files),
         }
 
@@ -80,7 +88,14 @@ def report_section(profile: Any, graph: Any, layers: dict[str, str] | None, opti
     latency = None
     if profile.latency is not None and profile.device.clock_mhz:
         latency = estimate_latency(graph, profile.latency, profile.device.clock_mhz, profile.device.cpu)
-    section = CortexMSection(profile.name, ops, missing, latency, layer_names=tuple(layers or ()))
+    section = CortexMSection(
+        profile.name,
+        ops,
+        missing,
+        latency,
+        layer_names=tuple(layers or ()),
+        has_npu=profile.runtime.name == ETHOS_RUNTIME,
+    )
     reasons: list[str] = []
     if profile.runtime.name == ETHOS_RUNTIME and _float_only(graph):
         reasons.append(
@@ -150,8 +165,11 @@ def _run_vela(profile: Any, model: bytes, section: CortexMSection, report: Any) 
     from . import vela
 
     if not vela.available():
+        npu = profile.npu.accelerator if profile.npu is not None else "Ethos-U"
         section.vela_note = (
-            "Vela (ethos-u-vela) is not installed: pip install 'edgeport[npu]'; the NPU was not compiled for"
+            f"Vela (ethos-u-vela) is not installed, so nothing was compiled for the {npu} NPU: "
+            f"{VELA_MODEL_FILE} was not written, the model runs on the CPU alone and the RAM, flash and latency "
+            "figures are the CPU's; pip install 'edgeport[npu]' and export again"
         )
         report.warnings.append(section.vela_note + ".")
         return None
