@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE
-    logging.basicConfig(level=args.log_level.upper(), format="edgeport: %(levelname)s: %(message)s")
+    level = "DEBUG" if args.debug else args.log_level.upper()  # --debug shows what tools printed, too
+    logging.basicConfig(level=level, format="edgeport: %(levelname)s: %(message)s")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         return int(args.run(args) or 0)

@@ -171,9 +171,19 @@ class TFLiteGraph:
         try:
             buf = path.read_bytes()
         except FileNotFoundError as exc:
-            raise InputModelError(f"Model file {path} does not exist.") from exc
+            raise InputModelError(
+                f"Model file {path} does not exist.",
+                hint="Check the path; pass the .tflite that 'edgeport export' wrote.",
+            ) from exc
+        except IsADirectoryError as exc:
+            raise InputModelError(
+                f"{path} is a directory, not a .tflite file.", hint="Pass the model_int8.tflite inside it."
+            ) from exc
         except OSError as exc:
-            raise InputModelError(f"Cannot read model file {path}: {exc.strerror or exc}.") from exc
+            raise InputModelError(
+                f"Cannot read model file {path}: {exc.strerror or exc}.",
+                hint="Check its permissions, or copy it again.",
+            ) from exc
         return cls.from_bytes(buf, source=str(path))
 
     @classmethod
