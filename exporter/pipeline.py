@@ -46,6 +46,7 @@ from .steps.onnx import (
 )
 from .steps.outputs import GZIP_FILE, MODEL_FILE, common_facts, write_target
 from .tfimport import import_tensorflow_quietly
+from .workers import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ def export(
     Raises an :class:`~exporter.errors.EdgeportError` for bad input or failed conversion; a model that
     does not fit or is not supported is *returned* with verdict "not supported" (the CLI exits 3).
     """
-    from .load import load_model, precheck_model
+    from .load import precheck_model
 
     opts = _options(options, calib, overrides)
     progress = progress or Progress(enabled=False)
@@ -103,6 +104,23 @@ def export(
         raise InputModelError(f"Model file {model_path} does not exist.", hint="Check the path.")
     out_dirs = _plan_outputs(model_path, profiles, opts)
     precheck_model(model_path)  # an empty, truncated or mislabelled file is refused before the TF import
+    if model_path.suffix.lower() == ".tflite":
+        return _export(model_path, profiles, out_dirs, opts, progress)
+    with WorkerPool().active() as pool:
+        pool.warm()  # the converter host imports TensorFlow while this process does
+        return _export(model_path, profiles, out_dirs, opts, progress)
+
+
+def _export(
+    model_path: Path,
+    profiles: list[TargetProfile],
+    out_dirs: dict[str, Path],
+    opts: ExportOptions,
+    progress: Progress,
+) -> ExportResult:
+    """The export's steps, in order (conversions go to the active WorkerPool's hosts)."""
+    from .load import load_model
+
     if model_path.suffix.lower() != ".tflite":
         progress.step("load", "importing TensorFlow")
         import_tensorflow_quietly(verbose=logging.getLogger().isEnabledFor(logging.DEBUG))
@@ -473,6 +491,10 @@ def _convert_for_target(
         return per_channel, None
     if opts.dense_quant == "auto" and saving < dense_quant.MIN_SAVING_BYTES:
         return per_channel, dense_quant.not_tried(Candidate("per-channel", len(per_channel.model), None), saving)
+    budget = profile.memory.flash_budget_bytes
+    if opts.dense_quant == "auto" and not opts.force and budget and len(per_channel.model) - 2 * saving > budget:
+        over = dense_quant.not_tried(Candidate("per-channel", len(per_channel.model), None), saving, budget)
+        return per_channel, over
     per_tensor = session.convert(replace(config, per_tensor_dense=True))
 
     def candidate(scheme: str, converted: Converted) -> Candidate:

@@ -8,6 +8,7 @@ a :class:`NotSupportedError` naming the signal; the caller keeps running.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -171,6 +172,18 @@ def measure_arena(model: bytes | str | os.PathLike[str]) -> ArenaMeasurement:
     source = _resolve_model(model)
     if source.format != "tflite":
         raise UsageError(f"measure_arena needs a .tflite model; received {source.display}.")
+    blob = source.blob if source.blob is not None else Path(source.path).read_bytes()
+    key = hashlib.sha256(blob).hexdigest()
+    if key not in _ARENAS:  # cortex-m4, -m7 and the Ethos-U target often get byte-identical models
+        _ARENAS[key] = _measure_arena_in_child(source)
+    return _ARENAS[key]
+
+
+#: sha256 of a model -> its measured arena (the same bytes on the same TFLite Micro need the same arena).
+_ARENAS: dict[str, ArenaMeasurement] = {}
+
+
+def _measure_arena_in_child(source: _Model) -> ArenaMeasurement:
     with scratch_dir("edgeport-arena-") as work:
         model_path = source.path or work / "model.tflite"
         if source.path is None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import workers
 from ..calibrate.dataset import CalibrationSet
 from ..childproc import first_line, log_tail, run_worker, signal_name
 from ..errors import ConversionError, InputModelError
@@ -167,9 +168,13 @@ def run_converter(
             float_nodes=list(config.float_nodes),
         )
     try:
-        run = run_worker(
-            "exporter.convert.worker", request, workdir, tag, timeout_s=timeout_s, env={"TF_CPP_MIN_LOG_LEVEL": "3"}
-        )
+        pool = workers.current()  # an export's long-lived hosts, else a one-shot child
+        if pool is not None:
+            run = pool.run("exporter.convert.worker", request, workdir, tag, timeout_s=timeout_s)
+        else:
+            run = run_worker(
+                "exporter.convert.worker", request, workdir, tag, timeout_s=timeout_s, env={"TF_CPP_MIN_LOG_LEVEL": "3"}
+            )
     except subprocess.TimeoutExpired as exc:
         raise ConversionError(f"The TFLite converter did not finish within {timeout_s:.0f} s and was stopped.") from exc
     if run.crashed:

@@ -138,7 +138,15 @@ def per_channel_dense_bytes(graph: Any) -> int:
     return total
 
 
-def not_tried(per_channel: Candidate, saving: int) -> DenseQuantChoice:
+def not_tried(per_channel: Candidate, saving: int, flash_budget: int | None = None) -> DenseQuantChoice:
+    """Per-channel without converting per-tensor: it would save too little, or (``flash_budget``) the model
+    is so far over the flash budget that per-tensor could not fit either, so it cannot change the verdict."""
+    if flash_budget is not None:
+        reason = (
+            f"auto: per-tensor Dense not converted: the per-channel model ({per_channel.model_bytes:,} B) is over "
+            f"the {flash_budget:,} B flash budget by more than the ~{saving:,} B per-tensor would save"
+        )
+        return DenseQuantChoice("auto", "per-channel", reason, per_channel, None, None)
     reason = (
         f"auto: per-tensor Dense not converted: it would save about {saving:,} B, "
         f"less than the {MIN_SAVING_BYTES:,} B worth a second conversion"

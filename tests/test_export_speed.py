@@ -1,0 +1,94 @@
+"""Nothing redundant in an export: one converter host reused, each arena measured once, no pointless
+per-tensor candidate, and the same bytes as one-shot children (speed itself is in benchmarks/speed.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from cli_helpers import quiet_keras
+
+import exporter
+from exporter import workers
+from exporter.benchmark import api as bench_api
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+@pytest.fixture(scope="module")
+def dense_model(tmp_path_factory):
+    """A CNN whose 128-unit Dense makes per-tensor Dense worth a second conversion on an MCU."""
+    keras = quiet_keras()
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((16, 16, 1), name="image"),
+            keras.layers.Conv2D(8, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    folder = tmp_path_factory.mktemp("dense")
+    model.save(folder / "dense.keras")
+    np.save(folder / "calib.npy", np.random.default_rng(0).random((40, 16, 16, 1), dtype=np.float32))
+    return folder / "dense.keras", folder / "calib.npy"
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Counts hosts started by export pools and arena children started, without changing either."""
+    pools: list[workers.WorkerPool] = []
+    original_init = workers.WorkerPool.__init__
+
+    def init(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        pools.append(self)
+
+    monkeypatch.setattr(workers.WorkerPool, "__init__", init)
+    arenas: list[int] = []
+    measure = bench_api._measure_arena_in_child
+
+    def counting(source):
+        arenas.append(1)
+        return measure(source)
+
+    monkeypatch.setattr(bench_api, "_measure_arena_in_child", counting)
+    monkeypatch.setattr(bench_api, "_ARENAS", {})
+    return pools, arenas
+
+
+def test_one_host_serves_every_conversion_and_the_arena_is_measured_once(counted, dense_model, tmp_path):
+    pools, arenas = counted
+    model, calib = dense_model
+    result = exporter.export(model, target="cortex-m4,cortex-m7", calib=str(calib), output_dir=tmp_path)
+    dense = result.report("cortex-m4").extra["dense_quantization"]
+    assert {c["scheme"] for c in dense["candidates"]} == {"per-channel", "per-tensor"}, "two conversions ran"
+    assert len(pools) == 1 and pools[0].hosts_started == 1, "every conversion of the export ran on one host"
+    first, second = (tmp_path / t / "model_int8.tflite" for t in ("cortex-m4", "cortex-m7"))
+    assert first.read_bytes() == second.read_bytes()
+    assert len(arenas) == 1, "a byte-identical model's arena is measured once"
+    for target in ("cortex-m4", "cortex-m7"):
+        arena = json.loads((tmp_path / target / "report.json").read_text())["cortex_m"]["arena"]
+        assert arena["bytes"] > 0
+
+
+def test_pool_output_is_byte_identical_to_one_shot_children(dense_model, tmp_path, monkeypatch):
+    model, calib = dense_model
+    exporter.export(model, target="android-arm64", calib=str(calib), output_dir=tmp_path / "pool", formats=("tflite",))
+    monkeypatch.setattr(workers, "current", lambda: None)  # every conversion in its own one-shot child
+    exporter.export(model, target="android-arm64", calib=str(calib), output_dir=tmp_path / "oneshot", formats=("tflite",))
+    digest = [hashlib.sha256((tmp_path / d / "model_int8.tflite").read_bytes()).hexdigest() for d in ("pool", "oneshot")]
+    assert digest[0] == digest[1]
+
+
+def test_per_tensor_candidate_skipped_when_it_cannot_change_the_verdict(counted, dense_model, tmp_path):
+    model, calib = dense_model
+    result = exporter.export(model, target="cortex-m4", calib=str(calib), output_dir=tmp_path, flash_budget=20_000)
+    report = result.report("cortex-m4")
+    assert report.verdict == "not supported"
+    dense = report.extra["dense_quantization"]
+    assert [c["scheme"] for c in dense["candidates"]] == ["per-channel"]
+    assert "over the 20,000 B flash budget" in dense["reason"]
