@@ -270,7 +270,7 @@ _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I
 
 
 def _colour_kind(image) -> str:
-    """"grey" or "colour": what the file holds, whatever the channels the model wants."""
+    """Whether the file holds a "grey" or a "colour" picture, whatever the channels the model wants."""
     if image.mode in _GREY_MODES:
         return "grey"
     if image.mode in ("P", "PA"):  # a palette of grey entries is a grey image

@@ -144,8 +144,8 @@ def _shown(line: str) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     from ..pipeline import export
-    from ..report.terminal import export_warning_lines
     from ..progress import Progress
+    from ..report.terminal import export_warning_lines
     from .compress_cmd import spec_from_args
 
     if args.unsafe:

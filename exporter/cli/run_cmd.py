@@ -15,9 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("recipe", help="a .toml recipe (see examples/recipes/)")
     parser.add_argument("--check", action="store_true", help="validate the recipe and exit without running it")
-    parser.add_argument(
-        "--quiet", action="store_true", help="no progress and no 'edgeport: warning:' lines on stderr"
-    )
+    parser.add_argument("--quiet", action="store_true", help="no progress and no 'edgeport: warning:' lines on stderr")
     parser.add_argument("--verbose", action="store_true", help="Keras training progress on stderr")
     parser.set_defaults(run=run)
 

@@ -27,9 +27,7 @@ def warning_lines(per_target: dict[str, list[str]], shared: list[str] | tuple[st
             holders = targets_of.setdefault(" ".join(warning.split()), [])
             if target not in holders:
                 holders.append(target)
-    general = [
-        w for w, t in targets_of.items() if w in one_line or (len(per_target) > 1 and len(t) == len(per_target))
-    ]
+    general = [w for w, t in targets_of.items() if w in one_line or (len(per_target) > 1 and len(t) == len(per_target))]
     specific = [f"{', '.join(t)}: {w}" for w, t in targets_of.items() if w not in general]
     return general + specific
 
