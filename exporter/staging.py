@@ -186,6 +186,16 @@ def write_external(path: Path, data: bytes) -> None:
     stage.external[staged] = Path(path)
 
 
+def mark_stale(path: Path) -> None:
+    """``path`` (in the folder being staged) must not survive this run's commit if an earlier run left it."""
+    stage = _ACTIVE.get()
+    if stage is None:
+        with contextlib.suppress(FileNotFoundError):
+            Path(path).unlink()
+    elif (stage.public(path)).exists():
+        stage.stale.add(Path(path).name)
+
+
 def touch(path: Path) -> None:
     """Bump ``path``'s mtime now, or when its stage commits."""
     stage = _ACTIVE.get()

@@ -127,3 +127,17 @@ def test_full_disk_fails_cleanly_and_keeps_the_previous_outputs(capsys, tmp_path
         assert len(lines) == 1 and "No space left" in lines[0] and "-o" in lines[0], run.err
         assert snapshot(disk) == before, "a full disk must leave the previous outputs untouched"
         assert leftovers(disk) == []
+
+
+def test_a_stale_npu_model_goes_when_vela_is_gone(capsys, monkeypatch, tmp_path, tiny_keras_path, tiny_calib_path):
+    """model_vela.tflite from a run with Vela must not sit beside a C array that no longer embeds it."""
+    out = tmp_path / "npu"
+    args = ("export", tiny_keras_path, "--target", "cortex-m55-ethos-u55", "--calib", tiny_calib_path, "-o", out)
+    first = run_cli(capsys, *args, "--quiet")
+    assert first.code == 0, first.err
+    assert (out / "model_vela.tflite").is_file()
+    monkeypatch.setattr("exporter.devices.cortex_m.vela.available", lambda: False)
+    second = run_cli(capsys, *args, "--quiet")
+    assert second.code == 0, second.err
+    assert not (out / "model_vela.tflite").exists()
+    assert "Vela" not in (out / "model_data.h").read_text()

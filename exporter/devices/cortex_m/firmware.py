@@ -8,6 +8,7 @@ from typing import Any
 
 from ... import __version__
 from ...atomic import write_bytes
+from ...staging import mark_stale
 from .arena import with_margin
 from .csource import Names, model_data_cc, model_data_h, model_ops_h, model_settings_h
 from .make import STAMP, calibration_files, model_mk, refresh_stamp, write_depfile
@@ -29,6 +30,8 @@ def write_firmware(
         model = section.vela.model
         files["model_vela.tflite"] = model
         origin += ", compiled by Vela " + section.vela.version
+    else:  # an earlier run's NPU model no longer matches the C array: it goes with this commit
+        mark_stale(directory / "model_vela.tflite")
     graph = TFLiteGraph.from_bytes(model)
     arena = section.arena
     note = ""
