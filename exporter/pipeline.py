@@ -7,6 +7,7 @@ writes the outputs atomically at the very end, so a failure anywhere leaves no f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -39,10 +40,10 @@ from .steps.guarding import check_guard_inputs, guard_target
 from .steps.onnx import (
     attach_onnx,
     drop_stale_onnx,
-    export_onnx_once,
     formats_for,
     onnx_failed_on_request,
     onnx_only_report,
+    start_onnx,
 )
 from .steps.outputs import GZIP_FILE, MODEL_FILE, common_facts, write_target
 from .tfimport import import_tensorflow_quietly
@@ -138,20 +139,24 @@ def _export(
     guard = GuardSpec(opts.max_accuracy_drop, opts.min_agreement)
     check_guard_inputs(guard, checked)
 
-    with scratch_dir() as work:
+    with scratch_dir() as work, contextlib.ExitStack() as stack:
         session = None
         if not source.is_tflite:
             recalibrate = partial(_recalibrate, source, opts, evaluation)
             session = ConversionSession(source, calibration, work, progress, recalibrate)
-        # ONNX first: its child processes then run beside a parent that holds no TFLite reference yet
-        onnx = export_onnx_once(source, profiles, opts, calibration, evaluation, work, progress)
+        # ONNX is traced first; its child processes then run beside the first TFLite conversion, and are
+        # waited for before anything is benchmarked (a benchmark must not share the CPU with them)
+        onnx_job = start_onnx(source, profiles, opts, calibration, evaluation, work, progress)
+        stack.callback(onnx_job.wait)  # on any failure too: its files live in this scratch folder
         reference = _reference_outputs(source, checked, session)
         results = []
         for profile in profiles:
             progress.step("verify", f"{profile.name}: checking ops, dtypes, memory and fidelity")
             if "tflite" in formats_for(profile, opts):
                 report, model = _export_target(source, profile, session, checked, reference, opts, guard, progress)
+                onnx = onnx_job.result(progress)
             else:
+                onnx = onnx_job.result(progress)
                 report, model = onnx_only_report(profile, onnx), None
             attach_onnx(report, profile, opts, onnx)
             if opts.bench:

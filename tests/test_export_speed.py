@@ -92,3 +92,27 @@ def test_per_tensor_candidate_skipped_when_it_cannot_change_the_verdict(counted,
     dense = report.extra["dense_quantization"]
     assert [c["scheme"] for c in dense["candidates"]] == ["per-channel"]
     assert "over the 20,000 B flash budget" in dense["reason"]
+
+
+def test_onnx_bytes_are_reproducible(dense_model, tmp_path):
+    """Two exports of the same inputs give the same .onnx files (tf2onnx's initializer order varies by run);
+    the ONNX children ran beside the TFLite conversion here, which must not change a byte either."""
+    import random
+
+    import onnx
+
+    from exporter.convert.onnx_graph import initializers_in_use_order
+
+    model, calib = dense_model
+    for run in ("a", "b"):
+        exporter.export(model, target="android-arm64", calib=str(calib), output_dir=tmp_path / run)
+    for name in ("model_float.onnx", "model_int8.onnx", "model_int8.tflite"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    proto = onnx.load(tmp_path / "a" / "model_float.onnx")
+    shuffled = list(proto.graph.initializer)
+    assert len(shuffled) >= 3
+    random.Random(0).shuffle(shuffled)
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(shuffled)
+    initializers_in_use_order(proto)
+    assert proto.SerializeToString() == (tmp_path / "a" / "model_float.onnx").read_bytes()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,36 @@ def export_onnx(
     both models are checked on; without them the calibration samples are used, and without those
     seeded random inputs (float check only). ``check_inputs_from`` names them in the report.
     """
+    return start_export_onnx(
+        source,
+        out_dir,
+        calibration=calibration,
+        opset=opset,
+        dynamic_batch=dynamic_batch,
+        per_channel=per_channel,
+        calibrate_method=calibrate_method,
+        check_inputs=check_inputs,
+        check_inputs_from=check_inputs_from,
+        timeout_s=timeout_s,
+    )()
+
+
+def start_export_onnx(
+    source: SourceModel,
+    out_dir: Path,
+    *,
+    calibration: CalibrationSet | None,
+    opset: int = DEFAULT_OPSET,
+    dynamic_batch: bool = False,
+    per_channel: bool = True,
+    calibrate_method: str = "minmax",
+    check_inputs: list[np.ndarray] | None = None,
+    check_inputs_from: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+) -> Callable[[], OnnxExport]:
+    """:func:`export_onnx` in two halves: the tracing (TensorFlow, in this process) now, and the returned
+    ``finish()``, which runs the child processes, checks and writes: it uses no TensorFlow in this process,
+    so it can run in a thread beside the TFLite conversion (exporter.steps.onnx)."""
     _validate_args(source, calibration, opset, calibrate_method, check_inputs)
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
@@ -161,98 +192,105 @@ def export_onnx(
     reference = reference_outputs(source, function, inputs)
     timings["keras_reference_s"] = time.perf_counter() - start
 
-    with scratch_dir("edgeport-onnx-") as work:
-        request = {
-            "graph_path": str(work / "graph.pb"),
-            "graph_inputs": graph_inputs,
-            "graph_outputs": graph_outputs,
-            "input_names": input_names,
-            "output_names": output_names,
-            "opset": opset,
-            "dynamic_batch": dynamic_batch,
-            "float_path": str(work / FLOAT_FILE),
-            "int8_path": str(work / INT8_FILE),
-            "check_path": str(work / "check.npz"),
-            "calib_path": str(work / "calib.npz") if calibration is not None else None,
-            "float_outputs": str(work / "float_outputs.npz"),
-            "int8_reference_outputs": str(work / "int8_reference_outputs.npz"),
-            "int8_host_outputs": str(work / "int8_host_outputs.npz"),
-            "per_channel": per_channel,
-            "calibrate_method": calibrate_method,
-        }
-        Path(request["graph_path"]).write_bytes(graph_bytes)
-        del graph_bytes
-        converted = _run(dict(request, task="convert"), work, timeout_s, "tf2onnx")
-        if not converted["ok"]:
-            raise convert_error(source, converted, opset)
-        timings.update(converted.get("timings", {}))
-        _save_arrays(request["check_path"], inputs)
-        if calibration is not None:
-            _save_arrays(request["calib_path"], calibration.arrays)
-        verified = _run(dict(request, task="verify"), work, timeout_s, "onnxruntime", calibration, calibrate_method)
-        if not verified["ok"]:
-            raise verify_error(source, verified, Path(request["float_path"]), opset, calibrate_method, calibration)
-        timings.update(verified.get("timings", {}))
+    graph = [graph_bytes]
+    del graph_bytes
 
-        def check(path: str, kind: str, semantics: str) -> OnnxCheck:
-            with np.load(path) as data:
-                actual = [data[f"arr_{i}"] for i in range(len(data.files))]
-            return compare_outputs(
-                actual, inputs, reference, output_names, kind=kind, inputs_from=inputs_from, semantics=semantics
-            )
-
-        float_check = check(request["float_outputs"], "float", FLOAT_KERNELS)
-        if not float_check.agrees:
-            raise ConversionError(
-                f"The float ONNX model disagrees with Keras: max |error| {float_check.max_abs_error:.3g} > tolerance "
-                f"{float_check.tolerance:.3g} on {float_check.samples} samples ({inputs_from}); no .onnx file was written.",
-                hint=f"Try another opset (opset={MIN_OPSET}..{MAX_OPSET}) and report the model to edgeport.",
-            )
-        float_bytes = Path(request["float_path"]).read_bytes()
-        int8_bytes = int8_check = host_check = quantization = None
-        if calibration is not None:
-            int8_check = check(request["int8_reference_outputs"], "int8", REFERENCE_QDQ)
-            host_check = check(request["int8_host_outputs"], "int8", host_kernels_label())
-            if not int8_check.agrees:
-                raise ConversionError(
-                    f"The int8 ONNX model gives NaN or Inf outputs on {inputs_from} ({REFERENCE_QDQ}); "
-                    "no .onnx file was written.",
-                    hint="Check the calibration samples are preprocessed exactly like the model's inputs.",
-                )
-            int8_bytes = Path(request["int8_path"]).read_bytes()
-            quantization = {
-                "format": "QDQ",
-                "activations": "int8",
-                "weights": "int8",
+    def finish() -> OnnxExport:
+        with scratch_dir("edgeport-onnx-") as work:
+            request = {
+                "graph_path": str(work / "graph.pb"),
+                "graph_inputs": graph_inputs,
+                "graph_outputs": graph_outputs,
+                "input_names": input_names,
+                "output_names": output_names,
+                "opset": opset,
+                "dynamic_batch": dynamic_batch,
+                "float_path": str(work / FLOAT_FILE),
+                "int8_path": str(work / INT8_FILE),
+                "check_path": str(work / "check.npz"),
+                "calib_path": str(work / "calib.npz") if calibration is not None else None,
+                "float_outputs": str(work / "float_outputs.npz"),
+                "int8_reference_outputs": str(work / "int8_reference_outputs.npz"),
+                "int8_host_outputs": str(work / "int8_host_outputs.npz"),
                 "per_channel": per_channel,
                 "calibrate_method": calibrate_method,
-                "calibration_samples": calibration.count,
-                "calibration_source": calibration.source,
-                "quantizer": f"{_ort_version()} quantize_static (after quant_pre_process)",
-                "fidelity_semantics": REFERENCE_QDQ,
             }
+            Path(request["graph_path"]).write_bytes(graph.pop())  # the only copy: gone once on disk
+            converted = _run(dict(request, task="convert"), work, timeout_s, "tf2onnx")
+            if not converted["ok"]:
+                raise convert_error(source, converted, opset)
+            timings.update(converted.get("timings", {}))
+            _save_arrays(request["check_path"], inputs)
+            if calibration is not None:
+                _save_arrays(request["calib_path"], calibration.arrays)
+            verified = _run(dict(request, task="verify"), work, timeout_s, "onnxruntime", calibration, calibrate_method)
+            if not verified["ok"]:
+                raise verify_error(source, verified, Path(request["float_path"]), opset, calibrate_method, calibration)
+            timings.update(verified.get("timings", {}))
 
-    # Everything is verified: now, and only now, write the files.
-    ensure_dir(out_dir)
-    float_path = out_dir / FLOAT_FILE
-    float_model = OnnxModel("float", float_path, len(float_bytes), float_check, write_bytes(float_path, float_bytes))
-    int8_model = None
-    if int8_bytes is not None and int8_check is not None:
-        int8_path = out_dir / INT8_FILE
-        written = write_bytes(int8_path, int8_bytes)
-        int8_model = OnnxModel("int8", int8_path, len(int8_bytes), int8_check, written, host_check)
-    return OnnxExport(
-        opset=opset,
-        dynamic_batch=dynamic_batch,
-        input_names=input_names,
-        output_names=output_names,
-        converter=f"{tf2onnx_version()} (from_graph_def on the frozen traced model, opset {opset})",
-        float_model=float_model,
-        int8_model=int8_model,
-        quantization=quantization,
-        timings_s=timings,
-        notes=list(verified.get("notes", [])),
-    )
+            def check(path: str, kind: str, semantics: str) -> OnnxCheck:
+                with np.load(path) as data:
+                    actual = [data[f"arr_{i}"] for i in range(len(data.files))]
+                return compare_outputs(
+                    actual, inputs, reference, output_names, kind=kind, inputs_from=inputs_from, semantics=semantics
+                )
+
+            float_check = check(request["float_outputs"], "float", FLOAT_KERNELS)
+            if not float_check.agrees:
+                raise ConversionError(
+                    f"The float ONNX model disagrees with Keras: max |error| {float_check.max_abs_error:.3g} > tolerance "
+                    f"{float_check.tolerance:.3g} on {float_check.samples} samples ({inputs_from}); no .onnx file was written.",
+                    hint=f"Try another opset (opset={MIN_OPSET}..{MAX_OPSET}) and report the model to edgeport.",
+                )
+            float_bytes = Path(request["float_path"]).read_bytes()
+            int8_bytes = int8_check = host_check = quantization = None
+            if calibration is not None:
+                int8_check = check(request["int8_reference_outputs"], "int8", REFERENCE_QDQ)
+                host_check = check(request["int8_host_outputs"], "int8", host_kernels_label())
+                if not int8_check.agrees:
+                    raise ConversionError(
+                        f"The int8 ONNX model gives NaN or Inf outputs on {inputs_from} ({REFERENCE_QDQ}); "
+                        "no .onnx file was written.",
+                        hint="Check the calibration samples are preprocessed exactly like the model's inputs.",
+                    )
+                int8_bytes = Path(request["int8_path"]).read_bytes()
+                quantization = {
+                    "format": "QDQ",
+                    "activations": "int8",
+                    "weights": "int8",
+                    "per_channel": per_channel,
+                    "calibrate_method": calibrate_method,
+                    "calibration_samples": calibration.count,
+                    "calibration_source": calibration.source,
+                    "quantizer": f"{_ort_version()} quantize_static (after quant_pre_process)",
+                    "fidelity_semantics": REFERENCE_QDQ,
+                }
+
+        # Everything is verified: now, and only now, write the files.
+        ensure_dir(out_dir)
+        float_path = out_dir / FLOAT_FILE
+        float_model = OnnxModel(
+            "float", float_path, len(float_bytes), float_check, write_bytes(float_path, float_bytes)
+        )
+        int8_model = None
+        if int8_bytes is not None and int8_check is not None:
+            int8_path = out_dir / INT8_FILE
+            written = write_bytes(int8_path, int8_bytes)
+            int8_model = OnnxModel("int8", int8_path, len(int8_bytes), int8_check, written, host_check)
+        return OnnxExport(
+            opset=opset,
+            dynamic_batch=dynamic_batch,
+            input_names=input_names,
+            output_names=output_names,
+            converter=f"{tf2onnx_version()} (from_graph_def on the frozen traced model, opset {opset})",
+            float_model=float_model,
+            int8_model=int8_model,
+            quantization=quantization,
+            timings_s=timings,
+            notes=list(verified.get("notes", [])),
+        )
+
+    return finish
 
 
 def _save_arrays(path: str, arrays: list[np.ndarray]) -> None:

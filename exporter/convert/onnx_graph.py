@@ -154,3 +154,19 @@ def renumber_inserted_names(graph: Any) -> None:
 
 
 __all__ = ["GraphIOError", "convert_graph_def", "rename_io", "renumber_inserted_names", "unsupported_ops"]
+
+
+def initializers_in_use_order(proto: Any) -> None:
+    """Order the graph's initializers by first use, names breaking ties.
+
+    tf2onnx emits its folded constants in an order that changes from run to run (the nodes and names do
+    not), so the same model gave different .onnx bytes; a firmware or app build that checks in or hashes
+    the model must get the same file from the same inputs.
+    """
+    first_use: dict[str, int] = {}
+    for position, node in enumerate(proto.graph.node):
+        for name in node.input:
+            first_use.setdefault(name, position)
+    ordered = sorted(proto.graph.initializer, key=lambda t: (first_use.get(t.name, len(first_use) + 1), t.name))
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(ordered)

@@ -78,7 +78,7 @@ def load_arrays(path: str, count: int) -> list[Any]:
 
 
 def convert(request: dict[str, Any]) -> dict[str, Any]:
-    from .onnx_graph import GraphIOError, convert_graph_def, rename_io, unsupported_ops
+    from .onnx_graph import GraphIOError, convert_graph_def, initializers_in_use_order, rename_io, unsupported_ops
 
     start = time.perf_counter()
     graph_bytes = Path(request["graph_path"]).read_bytes()
@@ -97,6 +97,7 @@ def convert(request: dict[str, Any]) -> dict[str, Any]:
         rename_io(proto, request["input_names"], request["output_names"], request["dynamic_batch"])
     except GraphIOError as exc:
         return {"ok": False, "stage": "io", "error_type": "GraphIOError", "error": str(exc)}
+    initializers_in_use_order(proto)
     Path(request["float_path"]).write_bytes(proto.SerializeToString())
     return {"ok": True, "timings": {"convert_s": time.perf_counter() - start}, "log": lines[-50:]}
 

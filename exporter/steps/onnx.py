@@ -16,12 +16,16 @@ still converted and written:
 from __future__ import annotations
 
 import logging
+import os
+import threading
+from collections.abc import Callable
 from typing import Any
 
 from ..childproc import first_line
 from ..errors import EdgeportError, UsageError
 from ..options import ExportOptions
 from ..profiles import TargetProfile
+from ..progress import Progress
 from ..report.report import VERDICT_NOT_SUPPORTED, VERDICT_OK, TargetReport
 from ..staging import Stage
 from .analysis import fidelity_inputs
@@ -53,23 +57,66 @@ def formats_for(profile: TargetProfile, opts: ExportOptions) -> tuple[str, ...]:
     return opts.formats
 
 
-def export_onnx_once(source, profiles, opts, calibration, evaluation, work, progress) -> Any:
-    """One ONNX export shared by every target that wants it; a failure is returned as :class:`OnnxFailure`."""
+#: Above this many parameters the ONNX children run after the TFLite conversion, not beside it: tf2onnx
+#: needed 6.8 GB for ResNet50 (25.6M), and a converter host beside it could exhaust a CI machine.
+OVERLAP_MAX_PARAMS = 10_000_000
+
+
+class OnnxJob:
+    """The run's one ONNX export: traced in the main thread, its child processes finishing in a background
+    thread while the TFLite conversion runs (2+ cores, models up to :data:`OVERLAP_MAX_PARAMS`)."""
+
+    def __init__(self, value: Any = None, wanted: str = "") -> None:
+        self._value = value
+        self._wanted = wanted
+        self._thread: threading.Thread | None = None
+        self._reported = False
+
+    def run_in_background(self, finish: Callable[[], Any], explicit: bool) -> None:
+        def target() -> None:
+            self._value = _finished(finish, explicit)
+
+        self._thread = threading.Thread(target=target, name="edgeport-onnx", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Let the background children end (a failed run must not leave them writing into its scratch folder)."""
+        if self._thread is not None:
+            self._thread.join()
+
+    def result(self, progress: Progress) -> Any:
+        """The OnnxExport, an OnnxFailure (said once, on the terminal too) or None when no target wants ONNX."""
+        if self._thread is not None:
+            if self._thread.is_alive():
+                progress.step("convert", "waiting for the ONNX export")
+            self._thread.join()
+            self._thread = None
+        if isinstance(self._value, OnnxFailure) and not self._reported:
+            self._reported = True
+            log.warning("ONNX not written (%s): %s", self._wanted, self._value.reason)
+            progress.note("ONNX not written; the TFLite targets continue")
+        return self._value
+
+
+def start_onnx(source, profiles, opts, calibration, evaluation, work, progress) -> OnnxJob:
+    """Start the one ONNX export every target that wants it shares; a failure becomes an :class:`OnnxFailure`."""
     wanted = [p for p in profiles if "onnx" in formats_for(p, opts)]
     if not wanted:
-        return None
+        return OnnxJob(None)
+    names = ", ".join(p.name for p in wanted)
     explicit = opts.formats is not None or any(p.formats == ("onnx",) for p in wanted)
     if source.keras_model is None:
         error = UsageError("ONNX export needs a Keras model (.keras or .h5).", hint="Pass --format tflite.")
         if explicit:
             raise error  # bad input, known before any work: exit 2 as for any other argument error
-        return OnnxFailure(str(error), error.exit_code, explicit)
-    from ..convert.onnx import export_onnx
+        return OnnxJob(OnnxFailure(str(error), error.exit_code, explicit), names)
+    from ..convert.onnx import start_export_onnx
 
     progress.step("convert", "exporting ONNX (float and int8 QDQ, in child processes)")
     check = fidelity_inputs(evaluation) if evaluation is not None else None
-    try:
-        return export_onnx(
+    job = OnnxJob(None, names)
+    finish = _finished(
+        lambda: start_export_onnx(
             source,
             work / "onnx",
             calibration=calibration,
@@ -79,17 +126,33 @@ def export_onnx_once(source, profiles, opts, calibration, evaluation, work, prog
             calibrate_method=opts.onnx_calibrate,
             check_inputs=check,
             check_inputs_from=f"{evaluation.count} evaluation samples from {evaluation.source}" if evaluation else None,
-        )
+        ),
+        explicit,
+    )
+    if isinstance(finish, OnnxFailure):
+        job._value = finish
+    elif (os.cpu_count() or 1) >= 2 and source.keras_model.count_params() <= OVERLAP_MAX_PARAMS:
+        job.run_in_background(finish, explicit)
+    else:
+        job._value = _finished(finish, explicit)
+    return job
+
+
+def export_onnx_once(source, profiles, opts, calibration, evaluation, work, progress) -> Any:
+    """:func:`start_onnx` and wait for it (callers that have nothing to do meanwhile)."""
+    return start_onnx(source, profiles, opts, calibration, evaluation, work, progress).result(progress)
+
+
+def _finished(step: Callable[[], Any], explicit: bool) -> Any:
+    """``step()``, or the OnnxFailure that says why it failed: an ONNX failure must not cost the TFLite targets."""
+    try:
+        return step()
     except EdgeportError as exc:
-        failure = OnnxFailure(str(exc), exc.exit_code, explicit)
-    except Exception as exc:  # a bug on the ONNX path must not cost the TFLite targets
+        return OnnxFailure(str(exc), exc.exit_code, explicit)
+    except Exception as exc:  # a bug on the ONNX path
         log.debug("ONNX export failed", exc_info=True)
         reason = f"internal error in the ONNX export: {type(exc).__name__}: {first_line(exc)} (re-run with --debug and report it)"
-        failure = OnnxFailure(reason, 1, explicit)
-    names = ", ".join(p.name for p in wanted)
-    log.warning("ONNX not written (%s): %s", names, failure.reason)
-    progress.note("ONNX not written; the TFLite targets continue")
-    return failure
+        return OnnxFailure(reason, 1, explicit)
 
 
 def attach_onnx(report: TargetReport, profile: TargetProfile, opts: ExportOptions, onnx: Any) -> None:
@@ -150,6 +213,8 @@ __all__ = [
     "attach_onnx",
     "drop_stale_onnx",
     "export_onnx_once",
+    "OnnxJob",
+    "start_onnx",
     "formats_for",
     "onnx_failed_on_request",
     "onnx_only_report",
