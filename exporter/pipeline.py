@@ -144,6 +144,7 @@ def _export(
         if not source.is_tflite:
             recalibrate = partial(_recalibrate, source, opts, evaluation)
             session = ConversionSession(source, calibration, work, progress, recalibrate)
+            _prefetch(session, source, profiles, checked, opts, guard)
         # ONNX is traced first; its child processes then run beside the first TFLite conversion, and are
         # waited for before anything is benchmarked (a benchmark must not share the CPU with them)
         onnx_job = start_onnx(source, profiles, opts, calibration, evaluation, work, progress)
@@ -418,6 +419,25 @@ def _reference_outputs(source: SourceModel, checked: CalibrationSet | None, sess
 
     float_model = session.float_model() if source.keras_model is None else None
     return run_reference(source, fidelity_inputs(checked), float_model)
+
+
+def _prefetch(
+    session: ConversionSession,
+    source: SourceModel,
+    profiles: list[TargetProfile],
+    checked: CalibrationSet | None,
+    opts: ExportOptions,
+    guard: GuardSpec,
+) -> None:
+    """Start the first target's conversion, and the float twin when per-layer error will want it, on the
+    worker hosts now: they run beside the ONNX export and each other instead of one after another."""
+    first = next((p for p in profiles if "tflite" in formats_for(p, opts)), None)
+    if first is None:
+        return
+    config = config_for(first, opts)
+    session.prefetch(replace(config, per_tensor_dense=False) if first.is_mcu and config.per_channel else config)
+    if checked is not None and (opts.per_layer or guard.active or opts.eval is not None):
+        session.prefetch(None)
 
 
 def _export_target(

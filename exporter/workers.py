@@ -88,7 +88,8 @@ class _Host:
             self.kill()
             raise
         finally:
-            self._log.flush()
+            if not self._log.closed:
+                self._log.flush()
             with self.log_path.open("rb") as log, log_path.open("wb") as out:
                 log.seek(start)
                 out.write(log.read())
@@ -123,6 +124,7 @@ class WorkerPool:
         self._env.update(env or {})
         self._log_dir = Path(tempfile.mkdtemp(prefix="edgeport-workers-"))
         self._idle: list[_Host] = []
+        self._all: list[_Host] = []
         self._started = 0
         self._busy = 0
         self._lock = threading.Condition()
@@ -136,7 +138,9 @@ class WorkerPool:
 
     def _new_host(self) -> _Host:
         self.hosts_started += 1
-        return _Host(self._log_dir, self.hosts_started, self._env)
+        host = _Host(self._log_dir, self.hosts_started, self._env)
+        self._all.append(host)
+        return host
 
     def _acquire(self) -> _Host:
         with self._lock:
@@ -176,9 +180,14 @@ class WorkerPool:
         return ChildRun(returncode, result, log_path)
 
     def close(self) -> None:
+        """Idle hosts end normally; a host still busy (a prefetched conversion nobody waits for after a
+        failure or Ctrl-C) is killed, so no TensorFlow process outlives the export."""
         with self._lock:
-            hosts, self._idle = self._idle, []
-        for host in hosts:
+            idle, self._idle = self._idle, []
+            busy = [h for h in self._all if h not in idle]
+        for host in busy:
+            host.kill()
+        for host in (*idle, *busy):
             host.close()
         import shutil
 

@@ -116,3 +116,20 @@ def test_onnx_bytes_are_reproducible(dense_model, tmp_path):
     proto.graph.initializer.extend(shuffled)
     initializers_in_use_order(proto)
     assert proto.SerializeToString() == (tmp_path / "a" / "model_float.onnx").read_bytes()
+
+
+def test_float_twin_is_converted_beside_the_int8_model(counted, dense_model, tmp_path, monkeypatch):
+    """With per-layer error wanted, the float twin converts on a second host while the int8 model converts;
+    the files are the same as when everything runs one after another."""
+    pools, _ = counted
+    model, calib = dense_model
+    result = exporter.export(model, target="cortex-m4", calib=str(calib), output_dir=tmp_path / "p", per_layer=True)
+    assert result.report("cortex-m4").extra.get("layer_errors"), "per-layer error was measured"
+    assert pools[-1].hosts_started == 2, "the int8 model and the float twin ran on two hosts at once"
+    from exporter.convert.session import ConversionSession
+
+    monkeypatch.setattr(ConversionSession, "prefetch", lambda self, config: None)
+    exporter.export(model, target="cortex-m4", calib=str(calib), output_dir=tmp_path / "s", per_layer=True)
+    assert pools[-1].hosts_started == 1
+    for name in ("model_int8.tflite", "model_data.cc", "model_settings.h"):
+        assert (tmp_path / "p" / name).read_bytes() == (tmp_path / "s" / name).read_bytes(), name
