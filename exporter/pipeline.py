@@ -38,6 +38,7 @@ from .steps.analysis import analyze, config_for, fidelity_inputs, layer_error_ro
 from .steps.bench import benchmark_on_device, benchmark_on_host
 from .steps.guarding import check_guard_inputs, guard_target
 from .steps.onnx import (
+    OVERLAP_MAX_PARAMS,
     attach_onnx,
     drop_stale_onnx,
     formats_for,
@@ -108,7 +109,8 @@ def export(
     if model_path.suffix.lower() == ".tflite":
         return _export(model_path, profiles, out_dirs, opts, progress)
     with WorkerPool().active() as pool:
-        pool.warm()  # the converter host imports TensorFlow while this process does
+        # the converter host imports TensorFlow while this process does; a second one for tf2onnx
+        pool.warm(2 if any("onnx" in formats_for(p, opts) for p in profiles) else 1)
         return _export(model_path, profiles, out_dirs, opts, progress)
 
 
@@ -432,8 +434,8 @@ def _prefetch(
     """Start the first target's conversion, and the float twin when per-layer error will want it, on the
     worker hosts now: they run beside the ONNX export and each other instead of one after another."""
     first = next((p for p in profiles if "tflite" in formats_for(p, opts)), None)
-    if first is None:
-        return
+    if first is None or (source.keras_model is not None and source.keras_model.count_params() > OVERLAP_MAX_PARAMS):
+        return  # a big model converts after the ONNX export, not beside it (peak memory)
     config = config_for(first, opts)
     session.prefetch(replace(config, per_tensor_dense=False) if first.is_mcu and config.per_channel else config)
     if checked is not None and (opts.per_layer or guard.active or opts.eval is not None):

@@ -104,14 +104,12 @@ class _Host:
         self.proc.wait()
 
     def close(self) -> None:
-        if self.alive():
-            with contextlib.suppress(OSError):
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        """End the host. An idle host holds nothing worth a clean exit, and TensorFlow's teardown takes
+        seconds: it is killed, so the export returns as soon as its work is done."""
+        self.kill()
+        with contextlib.suppress(OSError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
         self._log.close()
 
 
@@ -130,10 +128,11 @@ class WorkerPool:
         self._lock = threading.Condition()
         self.hosts_started = 0
 
-    def warm(self) -> None:
-        """Start one host now: its TensorFlow import runs while the parent loads the model."""
+    def warm(self, hosts: int = 1) -> None:
+        """Start ``hosts`` hosts now (at most the pool's size): their TensorFlow imports run while the parent
+        loads the model."""
         with self._lock:
-            if not self._idle and self._busy == 0:
+            while len(self._idle) + self._busy < min(hosts, self.size):
                 self._idle.append(self._new_host())
 
     def _new_host(self) -> _Host:
@@ -180,14 +179,11 @@ class WorkerPool:
         return ChildRun(returncode, result, log_path)
 
     def close(self) -> None:
-        """Idle hosts end normally; a host still busy (a prefetched conversion nobody waits for after a
-        failure or Ctrl-C) is killed, so no TensorFlow process outlives the export."""
+        """End every host, idle or still busy (a prefetched conversion nobody waits for after a failure or
+        Ctrl-C): no TensorFlow process outlives the export."""
         with self._lock:
-            idle, self._idle = self._idle, []
-            busy = [h for h in self._all if h not in idle]
-        for host in busy:
-            host.kill()
-        for host in (*idle, *busy):
+            hosts, self._idle = list(self._all), []
+        for host in hosts:
             host.close()
         import shutil
 

@@ -117,7 +117,7 @@ def test_wheel_holds_every_package_and_data_file(wheel):
     assert len(data) >= 10 and [d for d in data if d not in names] == []
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-    assert "edgeport = exporter.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "edgeport = exporter.cli:run" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 def test_installed_interpreter_sees_no_repository_file(installed):

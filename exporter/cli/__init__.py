@@ -8,6 +8,7 @@ way. Nothing heavy is imported before a subcommand needs it, so ``--help`` and `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -52,6 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     for command in _COMMANDS:
         command.register(sub)
     return parser
+
+
+def run() -> None:
+    """The ``edgeport`` console script: :func:`main`, then exit at once.
+
+    Every output is written and closed by the time ``main`` returns; TensorFlow's interpreter teardown
+    would add more than a second to every command a Makefile runs, so a process that imported it ends
+    with ``os._exit`` after flushing the terminal streams.
+    """
+    code = main()
+    if "tensorflow" not in sys.modules:
+        sys.exit(code)
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

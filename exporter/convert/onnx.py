@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import workers
 from ..atomic import ensure_dir, scratch_dir, write_bytes
 from ..calibrate.dataset import CalibrationSet
 from ..childproc import run_worker
@@ -364,7 +365,11 @@ def _run(
     """One worker task; a crash, an OOM kill or a timeout becomes a one-line ConversionError."""
     task = request["task"]
     try:
-        run = run_worker(WORKER, request, work, task, timeout_s=timeout_s)
+        pool = workers.current()  # tf2onnx needs TensorFlow: a warm host of the export has it loaded already
+        if task == "convert" and pool is not None:
+            run = pool.run(WORKER, request, work, task, timeout_s=timeout_s)
+        else:
+            run = run_worker(WORKER, request, work, task, timeout_s=timeout_s)
     except subprocess.TimeoutExpired as exc:
         raise ConversionError(
             f"{what} did not finish within {timeout_s:.0f} s and was stopped; no .onnx file was written."

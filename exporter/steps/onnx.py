@@ -15,6 +15,7 @@ still converted and written:
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import threading
@@ -76,7 +77,8 @@ class OnnxJob:
         def target() -> None:
             self._value = _finished(finish, explicit)
 
-        self._thread = threading.Thread(target=target, name="edgeport-onnx", daemon=True)
+        context = contextvars.copy_context()  # the export's WorkerPool goes with it
+        self._thread = threading.Thread(target=context.run, args=(target,), name="edgeport-onnx", daemon=True)
         self._thread.start()
 
     def wait(self) -> None:
