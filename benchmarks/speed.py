@@ -190,8 +190,7 @@ def measure(job: Job, work: Path, env: dict[str, str], source: Path, run: int, t
     row = {"label": job.label, "model": job.model, "what": job.what, "run": run, "load1_before": load,
            **tree.to_dict()}  # fmt: skip
     if job.out is not None and job.what not in ("hand",) and job.out.is_dir():
-        paths = {str(job.out): "<out>", str(work): "<work>", str(ASSETS): "<assets>", str(ROOT): "<root>"}
-        row["hashes"] = output_hashes(job.out, paths, reports=job.what != "make-demo")
+        row["hashes"] = output_hashes(job.out, run_paths(job.out, work, source), reports=job.what != "make-demo")
     imported = (tree.result or {}).get("exporter_from")
     if imported and not Path(imported).is_relative_to(source):
         raise SystemExit(f"speed: {job.label} imported exporter from {imported}, not from the code measured ({source})")
@@ -233,13 +232,23 @@ def record(path: Path, rows: list[dict[str, Any]], inputs: dict[str, Any], about
     write_text(path, json.dumps(data, indent=1) + "\n")
 
 
-def rehash(rows: list[dict[str, Any]], work: Path) -> None:
+def run_paths(out: Path, work: Path, source: Path) -> dict[str, str]:
+    """This run's absolute paths that reports quote (output, work folder, code measured, assets): placeholders."""
+    return {
+        str(out): "<out>",
+        str(source): "<source>",
+        str(work): "<work>",
+        str(ASSETS): "<assets>",
+        str(ROOT): "<root>",
+    }
+
+
+def rehash(rows: list[dict[str, Any]], work: Path, source: Path) -> None:
     """Fingerprint a kept run's outputs again (``--render``): a better fingerprint applies to old runs too."""
     for row in rows:
         out = work / "runs" / f"r{row['run']}" / row["model"] / row["what"]
         if "hashes" in row and out.is_dir():
-            paths = {str(out): "<out>", str(work): "<work>", str(ASSETS): "<assets>", str(ROOT): "<root>"}
-            row["hashes"] = output_hashes(out, paths, reports=row["what"] != "make-demo")
+            row["hashes"] = output_hashes(out, run_paths(out, work, source), reports=row["what"] != "make-demo")
 
 
 # --- statistics ------------------------------------------------------------------------------------------
@@ -305,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:
         raw = json.loads(args.render.read_text(encoding="utf-8"))
         work = args.render.resolve().parent
-        rehash(raw["rows"], work)
+        rehash(raw["rows"], work, Path(raw.get("source", ROOT)))
         raw["note"] = args.note or raw.get("note", "")
         return finish(raw, args, work, raw.get("stored"), stored, write_record=args.record)
     default_models = CHECK_MODELS if args.check_identical else QUICK_MODELS if args.quick else tuple(all_models(Path()))
@@ -341,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
                  "edgeport_version": source_version(source), "hashes": _rel(args.hashes)}  # fmt: skip
         raw = {"about": about, "names": names, "inputs": fingerprints(models), "prepared": prepared, "rows": rows,
                "loads": loads, "total_s": time.perf_counter() - t0, "runs": runs, "note": args.note,
-               "hand": args.hand, "check_only": args.check_identical, "stored": stored}  # fmt: skip
+               "hand": args.hand, "check_only": args.check_identical, "stored": stored, "source": str(source)}  # fmt: skip
         return finish(raw, args, work, stored, stored, write_record=args.record or stored is None)
 
 
