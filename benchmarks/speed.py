@@ -233,14 +233,9 @@ def record(path: Path, rows: list[dict[str, Any]], inputs: dict[str, Any], about
 
 
 def run_paths(out: Path, work: Path, source: Path) -> dict[str, str]:
-    """This run's absolute paths that reports quote (output, work folder, code measured, assets): placeholders."""
-    return {
-        str(out): "<out>",
-        str(source): "<source>",
-        str(work): "<work>",
-        str(ASSETS): "<assets>",
-        str(ROOT): "<root>",
-    }
+    """This run's absolute paths that reports quote (output, work folder, package measured, assets): placeholders."""
+    paths = {str(out): "<out>", str(work): "<work>", str(ASSETS): "<assets>", str(ROOT): "<root>"}
+    return {**paths, str(source / "exporter"): "<exporter>"}  # the package measured: a --rev snapshot or the tree
 
 
 def rehash(rows: list[dict[str, Any]], work: Path, source: Path) -> None:
