@@ -46,7 +46,8 @@ def run_worker(
     request_path = workdir / f"{tag}.request.json"
     request_path.write_text(json.dumps(request))
     log_path = workdir / f"{tag}.log"
-    child_env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
+    # PYTHONSAFEPATH: a folder named "exporter" in the user's working directory must not shadow edgeport
+    child_env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1", **(env or {}))
     with log_path.open("wb") as log_file:
         proc = subprocess.run(
             [sys.executable, "-m", module, str(request_path)],

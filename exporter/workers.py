@@ -118,7 +118,8 @@ class WorkerPool:
 
     def __init__(self, size: int | None = None, *, env: dict[str, str] | None = None) -> None:
         self.size = max(1, size if size is not None else min(2, os.cpu_count() or 1))
-        self._env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="3", EDGEPORT_WORKER_PRELOAD="1")
+        self._env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1", TF_CPP_MIN_LOG_LEVEL="3")
+        self._env["EDGEPORT_WORKER_PRELOAD"] = "1"
         self._env.update(env or {})
         self._log_dir = Path(tempfile.mkdtemp(prefix="edgeport-workers-"))
         self._idle: list[_Host] = []

@@ -133,3 +133,16 @@ def test_float_twin_is_converted_beside_the_int8_model(counted, dense_model, tmp
     assert pools[-1].hosts_started == 1
     for name in ("model_int8.tflite", "model_data.cc", "model_settings.h"):
         assert (tmp_path / "p" / name).read_bytes() == (tmp_path / "s" / name).read_bytes(), name
+
+
+def test_children_run_edgeports_code_whatever_the_working_directory(dense_model, tmp_path, monkeypatch):
+    """A user's project may hold a folder named 'exporter': the converter hosts and benchmark children
+    must still import edgeport (python -m puts the working directory first on sys.path)."""
+    shadow = tmp_path / "exporter"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise SystemExit('the user\\'s own exporter package was imported')\n")
+    monkeypatch.chdir(tmp_path)
+    model, calib = dense_model
+    result = exporter.export(model, target="cortex-m4", calib=str(calib), output_dir=tmp_path / "out")
+    assert result.report("cortex-m4").verdict == "ok"
+    assert exporter.benchmark(tmp_path / "out" / "model_int8.tflite", "cortex-m4", runs=1).latency is not None

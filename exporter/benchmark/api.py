@@ -306,7 +306,7 @@ def _run_child(plan: dict[str, Any], work: Path, source: _Model, profile: Target
     plan_path, out_path = work / "plan.json", work / "result.json"
     plan_path.write_text(json.dumps(plan), encoding="utf-8")
     root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     cmd = [sys.executable, "-m", "exporter.benchmark.worker", str(plan_path), str(out_path)]
     log.debug("benchmark child: %s", " ".join(cmd))
