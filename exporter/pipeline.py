@@ -34,11 +34,11 @@ from .report.report import (
     render_summary,
 )
 from .staging import Stage, interrupts_held
-from .steps.analysis import analyze, config_for, fidelity_inputs, layer_error_rows, layer_sizes, measure_fidelity
+from .steps.analysis import analyze, fidelity_inputs, layer_error_rows, layer_sizes
 from .steps.bench import benchmark_on_device, benchmark_on_host
+from .steps.converting import convert_for_target, prefetch
 from .steps.guarding import check_guard_inputs, guard_target
 from .steps.onnx import (
-    OVERLAP_MAX_PARAMS,
     attach_onnx,
     drop_stale_onnx,
     formats_for,
@@ -146,7 +146,7 @@ def _export(
         if not source.is_tflite:
             recalibrate = partial(_recalibrate, source, opts, evaluation)
             session = ConversionSession(source, calibration, work, progress, recalibrate)
-            _prefetch(session, source, profiles, checked, opts, guard)
+            prefetch(session, source, profiles, checked, opts, guard)
         # ONNX is traced first; its child processes then run beside the first TFLite conversion, and are
         # waited for before anything is benchmarked (a benchmark must not share the CPU with them)
         onnx_job = start_onnx(source, profiles, opts, calibration, evaluation, work, progress)
@@ -366,6 +366,7 @@ def _apply_prune(source: SourceModel, opts: ExportOptions, progress: Progress) -
         source.keras_model, spec, train=train, eval=evaluation, verbose=progress.enabled
     )
     source.pruning = pruned.to_dict()  # read by _attach_sparsity for every target's report
+    source.reference_cache.clear()  # float outputs of the unpruned model are not the reference any more
     source.notes.append(f"--prune: {spec.describe()} (the input file is unchanged)")
 
 
@@ -423,25 +424,6 @@ def _reference_outputs(source: SourceModel, checked: CalibrationSet | None, sess
     return run_reference(source, fidelity_inputs(checked), float_model)
 
 
-def _prefetch(
-    session: ConversionSession,
-    source: SourceModel,
-    profiles: list[TargetProfile],
-    checked: CalibrationSet | None,
-    opts: ExportOptions,
-    guard: GuardSpec,
-) -> None:
-    """Start the first target's conversion, and the float twin when per-layer error will want it, on the
-    worker hosts now: they run beside the ONNX export and each other instead of one after another."""
-    first = next((p for p in profiles if "tflite" in formats_for(p, opts)), None)
-    if first is None or (source.keras_model is not None and source.keras_model.count_params() > OVERLAP_MAX_PARAMS):
-        return  # a big model converts after the ONNX export, not beside it (peak memory)
-    config = config_for(first, opts)
-    session.prefetch(replace(config, per_tensor_dense=False) if first.is_mcu and config.per_channel else config)
-    if checked is not None and (opts.per_layer or guard.active or opts.eval is not None):
-        session.prefetch(None)
-
-
 def _export_target(
     source: SourceModel,
     profile: TargetProfile,
@@ -457,7 +439,7 @@ def _export_target(
     if session is None:
         converted = Converted(source.tflite_bytes, {"scheme": "given .tflite (not reconverted)"})
     else:
-        converted, dense_choice = _convert_for_target(source, profile, session, checked, reference, opts)
+        converted, dense_choice = convert_for_target(source, profile, session, checked, reference, opts)
     report = analyze(source, profile, converted, checked, reference, opts)
     if dense_choice is not None:
         report.extra["dense_quantization"] = dense_choice.to_dict()
@@ -493,47 +475,6 @@ def _name_flash_consumers(report: TargetReport) -> None:
         if reason.startswith("flash needs ") and "Biggest" not in reason and " To fit (" in reason:
             head, tail = reason.split(" To fit (", 1)
             report.reasons[index] = f"{head} Biggest layers: {biggest}. To fit ({tail}"
-
-
-def _convert_for_target(
-    source: SourceModel,
-    profile: TargetProfile,
-    session: ConversionSession,
-    checked: CalibrationSet | None,
-    reference: list | None,
-    opts: ExportOptions,
-) -> tuple[Converted, Any]:
-    """The target's conversion; on an MCU with per-channel Dense weights, per-tensor Dense is converted
-    too and --dense-quant decides on both models' fidelity (exporter.devices.cortex_m.dense_quant)."""
-    config = config_for(profile, opts)
-    if not profile.is_mcu or not config.per_channel:
-        return session.convert(config), None
-    from .devices.cortex_m import dense_quant
-    from .devices.cortex_m.dense_quant import Candidate, decide
-    from .verify.graph import TFLiteGraph
-
-    per_channel = session.convert(replace(config, per_tensor_dense=False))
-    saving = dense_quant.per_channel_dense_bytes(TFLiteGraph.from_bytes(per_channel.model))
-    if not saving:
-        return per_channel, None
-    if opts.dense_quant == "auto" and saving < dense_quant.MIN_SAVING_BYTES:
-        return per_channel, dense_quant.not_tried(Candidate("per-channel", len(per_channel.model), None), saving)
-    budget = profile.memory.flash_budget_bytes
-    if opts.dense_quant == "auto" and not opts.force and budget and len(per_channel.model) - 2 * saving > budget:
-        over = dense_quant.not_tried(Candidate("per-channel", len(per_channel.model), None), saving, budget)
-        return per_channel, over
-    per_tensor = session.convert(replace(config, per_tensor_dense=True))
-
-    def candidate(scheme: str, converted: Converted) -> Candidate:
-        measured = reference is not None and checked is not None
-        return Candidate(
-            scheme,
-            len(converted.model),
-            measure_fidelity(converted.model, reference, checked, source) if measured else None,
-        )
-
-    choice = decide(opts.dense_quant, candidate("per-channel", per_channel), candidate("per-tensor", per_tensor))
-    return (per_tensor if choice.chosen == "per-tensor" else per_channel), choice
 
 
 def _with_budgets(profile: TargetProfile, opts: ExportOptions) -> TargetProfile:

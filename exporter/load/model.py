@@ -42,6 +42,10 @@ class SourceModel:
     notes: list[str] = field(default_factory=list)
     #: Set by ``export --prune``: the pruning report (steps, accuracy), shown in every target's sparsity section.
     pruning: dict[str, Any] | None = None
+    #: Float outputs already computed for a set of inputs (exporter.analyze.inference.keras_reference):
+    #: the ONNX check and the TFLite fidelity ask for the same samples. Whoever changes ``keras_model``'s
+    #: weights (pruning) clears it.
+    reference_cache: dict[str, list[Any]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def name(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -64,7 +65,23 @@ def latency_plot(series: Mapping[str, Sequence[float]]) -> str:
 
 
 def size_plot(rows: Sequence[Mapping[str, Any]], top: int = 15) -> str:
-    """Horizontal bars: constant bytes per Keras layer, largest on top."""
+    """Horizontal bars: constant bytes per Keras layer, largest on top.
+
+    Targets that got the same model (cortex-m4, -m7, Ethos-U before Vela) have the same rows: the figure
+    (about 0.2 s of matplotlib each) is drawn once per distinct table.
+    """
+    key = json.dumps([top, list(rows)], sort_keys=True, default=str)
+    if key not in _SIZE_PLOTS:
+        if len(_SIZE_PLOTS) > 16:
+            _SIZE_PLOTS.clear()
+        _SIZE_PLOTS[key] = _size_plot(rows, top)
+    return _SIZE_PLOTS[key]
+
+
+_SIZE_PLOTS: dict[str, str] = {}
+
+
+def _size_plot(rows: Sequence[Mapping[str, Any]], top: int) -> str:
     shown = list(rows[:top])
     rest = rows[top:]
     labels = [_short(str(r.get("layer"))) for r in shown]

@@ -1,0 +1,105 @@
+"""Which conversions an export needs, and when they start (see exporter.convert.session).
+
+The first target's model (and the float twin when per-layer error is wanted, and the per-tensor Dense
+candidate when an MCU will want it and a second worker host is warm) start before the ONNX export is
+traced, so they run beside it; each target then takes its conversion from the session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from ..calibrate.dataset import CalibrationSet
+from ..convert.session import ConversionSession, Converted
+from ..guard import GuardSpec
+from ..load.model import SourceModel
+from ..options import ExportOptions
+from ..profiles import TargetProfile
+from .analysis import config_for, measure_fidelity
+from .onnx import OVERLAP_MAX_PARAMS, formats_for
+
+
+def prefetch(
+    session: ConversionSession,
+    source: SourceModel,
+    profiles: list[TargetProfile],
+    checked: CalibrationSet | None,
+    opts: ExportOptions,
+    guard: GuardSpec,
+) -> None:
+    """Start the first target's conversion, and the float twin when per-layer error will want it, on the
+    worker hosts now: they run beside the ONNX export and each other instead of one after another."""
+    first = next((p for p in profiles if "tflite" in formats_for(p, opts)), None)
+    if first is None or (source.keras_model is not None and source.keras_model.count_params() > OVERLAP_MAX_PARAMS):
+        return  # a big model converts after the ONNX export, not beside it (peak memory)
+    config = config_for(first, opts)
+    session.prefetch(replace(config, per_tensor_dense=False) if first.is_mcu and config.per_channel else config)
+    if checked is not None and (opts.per_layer or guard.active or opts.eval is not None):
+        session.prefetch(None)
+    if not any("onnx" in formats_for(p, opts) for p in profiles):
+        return  # no second warm host: a second conversion now would pay a TensorFlow import beside the first
+    for profile in profiles:  # the per-tensor Dense candidate, when _convert_for_target will surely want it
+        mcu = config_for(profile, opts)
+        if profile.is_mcu and mcu.per_channel and "tflite" in formats_for(profile, opts):
+            if _per_tensor_wanted(source, profile, opts):
+                session.prefetch(replace(mcu, per_tensor_dense=True))
+
+
+def _per_tensor_wanted(source: SourceModel, profile: TargetProfile, opts: ExportOptions) -> bool:
+    """Will --dense-quant convert per-tensor Dense for this MCU? Judged from the Keras model before any
+    conversion (the same thresholds as exporter.devices.cortex_m.dense_quant, estimated: 24 B of per-channel
+    metadata per Dense unit, about one int8 byte per parameter), so a guess costs one spare conversion."""
+    from ..devices.cortex_m import dense_quant
+
+    if opts.dense_quant == "per-channel" or source.keras_model is None:
+        return False
+    if opts.dense_quant == "per-tensor":
+        return True
+    units = sum(
+        int(getattr(layer, "units", 0) or 0) for layer in source.keras_model.layers if type(layer).__name__ == "Dense"
+    )
+    budget = profile.memory.flash_budget_bytes
+    fits = not budget or opts.force or source.keras_model.count_params() <= budget
+    return 24 * units >= dense_quant.MIN_SAVING_BYTES and fits
+
+
+def convert_for_target(
+    source: SourceModel,
+    profile: TargetProfile,
+    session: ConversionSession,
+    checked: CalibrationSet | None,
+    reference: list | None,
+    opts: ExportOptions,
+) -> tuple[Converted, Any]:
+    """The target's conversion; on an MCU with per-channel Dense weights, per-tensor Dense is converted
+    too and --dense-quant decides on both models' fidelity (exporter.devices.cortex_m.dense_quant)."""
+    config = config_for(profile, opts)
+    if not profile.is_mcu or not config.per_channel:
+        return session.convert(config), None
+    from ..devices.cortex_m import dense_quant
+    from ..devices.cortex_m.dense_quant import Candidate, decide
+    from ..verify.graph import TFLiteGraph
+
+    per_channel = session.convert(replace(config, per_tensor_dense=False))
+    saving = dense_quant.per_channel_dense_bytes(TFLiteGraph.from_bytes(per_channel.model))
+    if not saving:
+        return per_channel, None
+    if opts.dense_quant == "auto" and saving < dense_quant.MIN_SAVING_BYTES:
+        return per_channel, dense_quant.not_tried(Candidate("per-channel", len(per_channel.model), None), saving)
+    budget = profile.memory.flash_budget_bytes
+    if opts.dense_quant == "auto" and not opts.force and budget and len(per_channel.model) - 2 * saving > budget:
+        over = dense_quant.not_tried(Candidate("per-channel", len(per_channel.model), None), saving, budget)
+        return per_channel, over
+    per_tensor = session.convert(replace(config, per_tensor_dense=True))
+
+    def candidate(scheme: str, converted: Converted) -> Candidate:
+        measured = reference is not None and checked is not None
+        return Candidate(
+            scheme,
+            len(converted.model),
+            measure_fidelity(converted.model, reference, checked, source) if measured else None,
+        )
+
+    choice = decide(opts.dense_quant, candidate("per-channel", per_channel), candidate("per-tensor", per_tensor))
+    return (per_tensor if choice.chosen == "per-tensor" else per_channel), choice
