@@ -36,7 +36,7 @@ from .report.report import (
 from .staging import Stage, interrupts_held
 from .steps.analysis import analyze, fidelity_inputs, layer_error_rows, layer_sizes
 from .steps.bench import benchmark_on_device, benchmark_on_host
-from .steps.converting import convert_for_target, prefetch
+from .steps.converting import convert_for_target, prefetch, prefetch_device_work
 from .steps.guarding import check_guard_inputs, guard_target
 from .steps.onnx import (
     attach_onnx,
@@ -157,6 +157,8 @@ def _export(
             progress.step("verify", f"{profile.name}: checking ops, dtypes, memory and fidelity")
             if "tflite" in formats_for(profile, opts):
                 report, model = _export_target(source, profile, session, checked, reference, opts, guard, progress)
+                if not results and session is not None and model is not None:
+                    prefetch_device_work(profile, profiles, model, opts)  # beside the wait for ONNX
                 onnx = onnx_job.result(progress)
             else:
                 onnx = onnx_job.result(progress)

@@ -56,7 +56,7 @@ def counted(monkeypatch):
         return measure(source)
 
     monkeypatch.setattr(bench_api, "_measure_arena_in_child", counting)
-    monkeypatch.setattr(bench_api, "_ARENAS", {})
+    monkeypatch.setattr("exporter.analyze.memo._SHARED", {})
     return pools, arenas
 
 
@@ -146,3 +146,38 @@ def test_children_run_edgeports_code_whatever_the_working_directory(dense_model,
     result = exporter.export(model, target="cortex-m4", calib=str(calib), output_dir=tmp_path / "out")
     assert result.report("cortex-m4").verdict == "ok"
     assert exporter.benchmark(tmp_path / "out" / "model_int8.tflite", "cortex-m4", runs=1).latency is not None
+
+
+def test_fidelity_is_measured_once_per_distinct_model(dense_model, tmp_path, monkeypatch):
+    """cortex-m4 and cortex-m7 get the same int8 bytes: one LiteRT fidelity run, the same numbers in both
+    reports; a different model (another seed of calibration) is measured again."""
+    from exporter.analyze import memo
+    from exporter.steps import analysis
+
+    calls: list[int] = []
+    original = analysis._measure_fidelity
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(analysis, "_measure_fidelity", counting)
+    monkeypatch.setattr(memo, "_RESULTS", type(memo._RESULTS)())
+    model, calib = dense_model
+    result = exporter.export(model, target="cortex-m4,cortex-m7", calib=str(calib), output_dir=tmp_path)
+    m4, m7 = (result.report(t) for t in ("cortex-m4", "cortex-m7"))
+    assert m4.fidelity == m7.fidelity and m4.fidelity["outputs"]
+    distinct = {c["scheme"] for c in m4.extra["dense_quantization"]["candidates"]}
+    assert len(calls) == len(distinct), "per-channel and per-tensor candidates once each, not once per target"
+    m4.fidelity["outputs"][0]["snr_db"] = -1.0
+    assert m7.fidelity["outputs"][0]["snr_db"] != -1.0, "each report holds its own copy"
+
+
+def test_content_key_tells_shapes_and_types_apart():
+    from exporter.analyze.memo import content_key
+
+    a = np.arange(6, dtype=np.float32)
+    assert content_key(a) == content_key(a.copy())
+    assert content_key(a) != content_key(a.reshape(2, 3))
+    assert content_key(a) != content_key(a.tobytes())
+    assert content_key(a, None) != content_key(None, a)

@@ -6,7 +6,6 @@ quantized with the model's own scale and zero point, outputs dequantized the sam
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..load.model import SourceModel
+from .memo import content_key
 
 #: Keras reference batches hold about this many input elements (MobileNetV2 224x224: 6 samples), so
 #: activations stay in the tens of MB; small inputs run 256 at a time.
@@ -88,21 +88,12 @@ def keras_reference(source: SourceModel, inputs: Sequence[np.ndarray]) -> list[n
     added 2.4 GB of RSS and took 23 s for 200 samples; the graph in batches of 6 adds about 0.2 GB and
     takes 6 s.
     """
-    key = _inputs_key(inputs)
+    key = content_key(*inputs)
     cache = source.reference_cache
     if key not in cache:  # the ONNX check and the TFLite fidelity usually ask for the same samples
         cache.clear()  # one entry: the cache must not hold every evaluation set of a long recipe
         cache[key] = _keras_reference(source, inputs)
     return [a.copy() for a in cache[key]]
-
-
-def _inputs_key(inputs: Sequence[np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for array in inputs:
-        a = np.ascontiguousarray(array)
-        digest.update(f"{a.dtype}{a.shape}".encode())
-        digest.update(a.tobytes())
-    return digest.hexdigest()
 
 
 def _keras_reference(source: SourceModel, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..analyze.memo import shared, start_shared
 from ..atomic import scratch_dir
 from ..errors import InputModelError, InternalError, NotSupportedError, UsageError
 from ..profiles import TargetProfile, load_profile
@@ -174,13 +175,17 @@ def measure_arena(model: bytes | str | os.PathLike[str]) -> ArenaMeasurement:
         raise UsageError(f"measure_arena needs a .tflite model; received {source.display}.")
     blob = source.blob if source.blob is not None else Path(source.path).read_bytes()
     key = hashlib.sha256(blob).hexdigest()
-    if key not in _ARENAS:  # cortex-m4, -m7 and the Ethos-U target often get byte-identical models
-        _ARENAS[key] = _measure_arena_in_child(source)
-    return _ARENAS[key]
+    return shared(f"arena:{key}", lambda: _measure_arena_in_child(source))
 
 
-#: sha256 of a model -> its measured arena (the same bytes on the same TFLite Micro need the same arena).
-_ARENAS: dict[str, ArenaMeasurement] = {}
+def prefetch_arena(model: bytes) -> None:
+    """Start measuring ``model``'s arena in the background (the work is a child process, so this uses a
+    core the export leaves idle while it waits for ONNX); :func:`measure_arena` then takes the result.
+    The same bytes on the same TFLite Micro need the same arena: cortex-m4, -m7 and the Ethos-U target
+    often get byte-identical models, measured once."""
+    blob = bytes(model)
+    key = hashlib.sha256(blob).hexdigest()
+    start_shared(f"arena:{key}", lambda: _measure_arena_in_child(_tflite_model(blob, None, "model bytes")))
 
 
 def _measure_arena_in_child(source: _Model) -> ArenaMeasurement:

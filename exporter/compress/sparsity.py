@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from ..analyze.compressed import HOW_BEST, HOW_GZIP9, CompressedSize, gzip9_size
+from ..analyze.memo import content_key, memo
 
 log = logging.getLogger(__name__)
 
@@ -288,8 +289,7 @@ def sparsity_section(
     if stats["sparsity"] < SPARSE_MIN:
         return None
     runtime = profile.runtime.name
-    dense_twin, refilled = refill_zeros(model, graph)
-    size = _compressed_sizes(model, dense_twin, graph)
+    dense_twin, refilled, size = memo(content_key("sparsity-size", model), lambda: _sizes(model, graph))
     size["how"] = (
         f"measured: {HOW_GZIP9}; {HOW_BEST}; dense-equivalent: the same file with its "
         f"{refilled:,} zero weights refilled from each tensor's own non-zero values (seeded)"
@@ -318,21 +318,24 @@ def sparsity_section(
     return section
 
 
+def _sizes(model: bytes, graph: Any) -> tuple[bytes, int, dict[str, Any]]:
+    """The dense twin and the gzip figures of ``model`` (several gzip -9 passes: once per distinct model,
+    however many targets got it)."""
+    dense_twin, refilled = refill_zeros(model, graph)
+    return dense_twin, refilled, _compressed_sizes(model, dense_twin, graph)
+
+
 def _vela_comparison(section: dict[str, Any], profile: Any, model: bytes, dense_twin: bytes) -> list[str]:
     """Vela on the pruned model and on its dense twin (the Ethos-U device module's runner, in a child)."""
-    from ..atomic import scratch_dir
     from ..devices.cortex_m import vela
     from ..errors import EdgeportError
 
     if not vela.available():
         section["vela"] = {"error": "Vela (ethos-u-vela) is not installed"}
         return ["Ethos-U flash not measured: Vela (ethos-u-vela) is not installed (pip install 'edgeport[npu]')"]
-    try:
-        with scratch_dir("edgeport-sparse-vela-") as work:
-            (work / "pruned.tflite").write_bytes(model)
-            (work / "dense.tflite").write_bytes(dense_twin)
-            sparse = vela.compile_model(work / "pruned.tflite", profile.npu, work / "pruned")
-            dense = vela.compile_model(work / "dense.tflite", profile.npu, work / "dense")
+    try:  # the pruned model is the one the target compiled already: shared, not compiled again
+        sparse = vela.compile_bytes(model, profile.npu)
+        dense = vela.compile_bytes(dense_twin, profile.npu)
     except EdgeportError as exc:
         section["vela"] = {"error": str(exc)}
         return [f"Ethos-U flash not measured: {exc}"]

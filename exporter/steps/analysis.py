@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..analyze.memo import content_key, memo
 from ..analyze.memory import budget_remedy
 from ..calibrate.dataset import CalibrationSet
 from ..convert.session import ConversionSession, Converted
@@ -114,7 +115,7 @@ def fit_checks(profile: TargetProfile, memory: Any) -> list[FitCheck]:
     return checks
 
 
-def measure_fidelity(model: bytes, reference: list, checked: CalibrationSet, source: SourceModel) -> dict[str, Any]:
+def _measure_fidelity(model: bytes, reference: list, checked: CalibrationSet, source: SourceModel) -> dict[str, Any]:
     from ..analyze.fidelity import compare
     from ..analyze.inference import run_tflite
 
@@ -132,6 +133,17 @@ def measure_fidelity(model: bytes, reference: list, checked: CalibrationSet, sou
     return compare(reference, actual, names[: len(actual)], how, labels=labels, input_sizes=sizes).to_dict()
 
 
+def measure_fidelity(model: bytes, reference: list, checked: CalibrationSet, source: SourceModel) -> dict[str, Any]:
+    """Fidelity of ``model`` on ``checked`` against ``reference``. Targets that got the same bytes (with
+    ``all``: android-arm64, the Cortex-Ms, often the Edge TPU) share one measurement: it is keyed by the
+    contents of everything it depends on, so a cached result is exactly the one a new run would give."""
+    key = content_key(
+        model, *fidelity_inputs(checked), *reference, checked.labels, checked.role, checked.source,
+        checked.preprocessing, [o.name for o in source.outputs], source.keras_model is not None,
+    )  # fmt: skip
+    return memo(key, lambda: _measure_fidelity(model, reference, checked, source))
+
+
 def fidelity_inputs(samples: CalibrationSet) -> list:
     """The inputs fidelity runs on: all evaluation samples, or the first calibration ones."""
     limit = None if samples.role == "evaluation" else FIDELITY_MAX_SAMPLES
@@ -143,9 +155,9 @@ def layer_error_rows(source: SourceModel, session: ConversionSession, model: byt
     from ..analyze.layer_error import layer_errors
 
     try:
-        return layer_errors(
-            session.float_model(), model, [a[:LAYER_ERROR_SAMPLES] for a in checked.arrays], source.layers
-        )
+        float_model, inputs = session.float_model(), [a[:LAYER_ERROR_SAMPLES] for a in checked.arrays]
+        key = content_key("layer_errors", float_model, model, *inputs, sorted(source.layers.items()))
+        return memo(key, lambda: layer_errors(float_model, model, inputs, source.layers))
     except EdgeportError as exc:
         log.warning("per-layer error not measured: %s", exc)
         return None

@@ -103,3 +103,32 @@ def convert_for_target(
 
     choice = decide(opts.dense_quant, candidate("per-channel", per_channel), candidate("per-tensor", per_tensor))
     return (per_tensor if choice.chosen == "per-tensor" else per_channel), choice
+
+
+def prefetch_device_work(
+    first: TargetProfile, profiles: list[TargetProfile], model: bytes, opts: ExportOptions
+) -> None:
+    """After a phone/Edge TPU target's model: the MCU targets with the same conversion config will get the
+    same bytes, compacted. Their TFLite Micro arena and, for an Ethos-U target, Vela's compilation (both
+    child processes) start now, while the export waits for ONNX with a core to spare, instead of after."""
+    if first.is_mcu:
+        return
+    from ..benchmark.api import prefetch_arena
+    from ..convert.compact import compact
+    from ..devices.cortex_m import ETHOS_RUNTIME, vela
+
+    config = config_for(first, opts)
+    same = [
+        p
+        for p in profiles
+        if p.is_mcu
+        and "tflite" in formats_for(p, opts)
+        and replace(config_for(p, opts), per_tensor_dense=False) == config
+    ]
+    if not same:
+        return
+    compacted = compact(model)[0]  # every such MCU target gets these bytes
+    prefetch_arena(compacted)
+    for profile in same:
+        if profile.runtime.name == ETHOS_RUNTIME and profile.npu is not None and vela.available():
+            vela.prefetch(compacted, profile.npu)

@@ -160,7 +160,6 @@ def _measure_arena(model: bytes, section: CortexMSection, report: Any) -> tuple[
 
 
 def _run_vela(profile: Any, model: bytes, section: CortexMSection, report: Any) -> int | None:
-    from ...atomic import scratch_dir
     from ...errors import EdgeportError
     from . import vela
 
@@ -173,14 +172,11 @@ def _run_vela(profile: Any, model: bytes, section: CortexMSection, report: Any) 
         )
         report.warnings.append(section.vela_note + ".")
         return None
-    with scratch_dir("edgeport-vela-") as work:
-        path = work / "model_int8.tflite"
-        path.write_bytes(model)
-        try:
-            section.vela = vela.compile_model(path, profile.npu, work)
-        except EdgeportError as exc:
-            report.reasons.append(f"Vela: {exc}")
-            return None
+    try:
+        section.vela = vela.compile_bytes(model, profile.npu)
+    except EdgeportError as exc:
+        report.reasons.append(f"Vela: {exc}")
+        return None
     result = section.vela
     if result.cpu_ops:
         listed = "; ".join(f"{c.op} ({c.reason})" for c in result.cpu_op_details[:5])

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...analyze.memo import content_key, shared, start_shared
 from ...errors import InternalError, NotSupportedError
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,31 @@ def config_file() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "config_files" / "Arm" / "vela.ini"
 
 
+def compile_bytes(model: bytes, npu: Any) -> VelaResult:
+    """:func:`compile_model` on ``model``'s bytes, once per (bytes, NPU settings) in this process: a result
+    :func:`prefetch` started is taken, not recomputed."""
+    return shared(_key(model, npu), lambda: _compile_bytes(model, npu))
+
+
+def prefetch(model: bytes, npu: Any) -> None:
+    """Compile ``model`` in the background (Vela is a child process) for a later :func:`compile_bytes`."""
+    blob = bytes(model)
+    start_shared(_key(blob, npu), lambda: _compile_bytes(blob, npu))
+
+
+def _key(model: bytes, npu: Any) -> str:
+    return "vela:" + content_key(model, npu.accelerator, npu.system_config, npu.memory_mode, str(config_file()))
+
+
+def _compile_bytes(model: bytes, npu: Any) -> VelaResult:
+    from ...atomic import scratch_dir
+
+    with scratch_dir("edgeport-vela-") as work:
+        path = work / "model_int8.tflite"
+        path.write_bytes(model)
+        return compile_model(path, npu, work)
+
+
 def compile_model(model_path: Path, npu: Any, work: Path) -> VelaResult:
     """Run Vela on ``model_path`` with the profile's ``[npu]`` settings; read its CSV and console output."""
     out_dir = work / "vela"
@@ -127,7 +153,7 @@ def compile_model(model_path: Path, npu: Any, work: Path) -> VelaResult:
         "--output-dir", str(out_dir),
     ]  # fmt: skip
     root = str(Path(__file__).resolve().parents[3])
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1")  # no user folder shadows exporter
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     cmd = [sys.executable, "-m", "exporter.devices.cortex_m.vela", *args]
     log.debug("vela child: %s", " ".join(cmd))
