@@ -65,6 +65,9 @@ def shared(key: str, compute: Callable[[], T]) -> T:
         mine = future is None or (future.done() and future.exception() is not None)
         if mine:
             future = _SHARED[key] = Future()
+            done = [k for k, f in _SHARED.items() if f.done()]
+            for stale in done[: max(0, len(_SHARED) - _MAX_ENTRIES)]:  # bounded, oldest finished first
+                del _SHARED[stale]
     if mine:
         try:
             future.set_result(compute())
