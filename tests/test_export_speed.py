@@ -79,8 +79,12 @@ def test_pool_output_is_byte_identical_to_one_shot_children(dense_model, tmp_pat
     model, calib = dense_model
     exporter.export(model, target="android-arm64", calib=str(calib), output_dir=tmp_path / "pool", formats=("tflite",))
     monkeypatch.setattr(workers, "current", lambda: None)  # every conversion in its own one-shot child
-    exporter.export(model, target="android-arm64", calib=str(calib), output_dir=tmp_path / "oneshot", formats=("tflite",))
-    digest = [hashlib.sha256((tmp_path / d / "model_int8.tflite").read_bytes()).hexdigest() for d in ("pool", "oneshot")]
+    exporter.export(
+        model, target="android-arm64", calib=str(calib), output_dir=tmp_path / "oneshot", formats=("tflite",)
+    )
+    digest = [
+        hashlib.sha256((tmp_path / d / "model_int8.tflite").read_bytes()).hexdigest() for d in ("pool", "oneshot")
+    ]
     assert digest[0] == digest[1]
 
 
@@ -181,3 +185,31 @@ def test_content_key_tells_shapes_and_types_apart():
     assert content_key(a) != content_key(a.reshape(2, 3))
     assert content_key(a) != content_key(a.tobytes())
     assert content_key(a, None) != content_key(None, a)
+
+
+def test_a_deduplicated_onnx_constant_gets_the_same_name_whichever_copy_tf2onnx_kept():
+    """MobileNetV2's ReLU6 bounds are one shared constant whose name tf2onnx takes from a different block
+    on each run; after canonicalisation both runs' graphs serialize to the same bytes."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from exporter.convert.onnx_graph import initializers_in_use_order
+
+    def graph(kept: str, order: list[str]) -> bytes:
+        consts = {
+            kept: numpy_helper.from_array(np.float32(6.0), kept),
+            "lo": numpy_helper.from_array(np.float32(0.0), "lo"),
+        }
+        nodes = [
+            helper.make_node("Clip", [src, "lo", kept], [dst], name=f"relu_{i}")
+            for i, (src, dst) in enumerate([("x", "y"), ("y", "z")])
+        ]
+        proto = helper.make_model(
+            helper.make_graph(
+                nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                [helper.make_tensor_value_info("z", TensorProto.FLOAT, [1])], [consts[n] for n in order],
+            )
+        )  # fmt: skip
+        initializers_in_use_order(proto)
+        return proto.SerializeToString()
+
+    assert graph("block_3/max", ["block_3/max", "lo"]) == graph("block_5/max", ["lo", "block_5/max"])

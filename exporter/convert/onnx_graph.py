@@ -157,16 +157,37 @@ __all__ = ["GraphIOError", "convert_graph_def", "rename_io", "renumber_inserted_
 
 
 def initializers_in_use_order(proto: Any) -> None:
-    """Order the graph's initializers by first use, names breaking ties.
+    """Make tf2onnx's output reproducible: the same model must give the same .onnx bytes.
 
-    tf2onnx emits its folded constants in an order that changes from run to run (the nodes and names do
-    not), so the same model gave different .onnx bytes; a firmware or app build that checks in or hashes
-    the model must get the same file from the same inputs.
+    tf2onnx changes two things from run to run (the nodes do not change): the order of the initializers,
+    and, for a constant it deduplicated (ReLU6's 0 and 6, shared by every block), which consumer's name the
+    kept copy carries. So a shared initializer is renamed after its first consumer and input slot
+    (``<node>__shared<k>``), and the initializers are ordered by first use, then name. A firmware or app
+    build that checks in or hashes the model then gets the same file from the same inputs.
     """
+    graph = proto.graph
+    names = {t.name for t in graph.initializer}
+    uses: dict[str, list[tuple[int, int]]] = {}
+    for position, node in enumerate(graph.node):
+        for slot, name in enumerate(node.input):
+            if name in names:
+                uses.setdefault(name, []).append((position, slot))
+    renamed: dict[str, str] = {}
+    for name, where in uses.items():
+        if len({position for position, _ in where}) > 1:
+            position, slot = where[0]
+            renamed[name] = f"{graph.node[position].name}__shared{slot}"
+    if renamed:
+        for node in graph.node:
+            for slot, name in enumerate(node.input):
+                if name in renamed:
+                    node.input[slot] = renamed[name]
+        for tensor in graph.initializer:
+            tensor.name = renamed.get(tensor.name, tensor.name)
     first_use: dict[str, int] = {}
-    for position, node in enumerate(proto.graph.node):
+    for position, node in enumerate(graph.node):
         for name in node.input:
             first_use.setdefault(name, position)
-    ordered = sorted(proto.graph.initializer, key=lambda t: (first_use.get(t.name, len(first_use) + 1), t.name))
-    del proto.graph.initializer[:]
-    proto.graph.initializer.extend(ordered)
+    ordered = sorted(graph.initializer, key=lambda t: (first_use.get(t.name, len(first_use) + 1), t.name))
+    del graph.initializer[:]
+    graph.initializer.extend(ordered)
