@@ -31,6 +31,33 @@ class ChildRun:
         return self.returncode != 0 or self.result is None
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment every edgeport child starts with. PYTHONSAFEPATH: ``python -m`` would put the
+    working directory first on sys.path, and a user's folder named ``exporter`` would shadow edgeport."""
+    return dict(os.environ, PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1", **extra)
+
+
+@dataclass(frozen=True)
+class WorkerFiles:
+    """Where one worker request, its result and its log live (a private folder of the caller's)."""
+
+    request: Path
+    result: Path
+    log: Path
+
+    @classmethod
+    def write(cls, request: dict[str, Any], workdir: Path, tag: str) -> WorkerFiles:
+        """Write ``request`` (with the ``result_path`` key the worker answers in) for tag ``tag``."""
+        files = cls(workdir / f"{tag}.request.json", workdir / f"{tag}.result.json", workdir / f"{tag}.log")
+        files.request.write_text(json.dumps(dict(request, result_path=str(files.result))))
+        return files
+
+    def run(self, returncode: int) -> ChildRun:
+        """How the request ended: ``returncode`` and the result file, if the worker wrote one."""
+        result = json.loads(self.result.read_text()) if self.result.is_file() else None
+        return ChildRun(returncode, result, self.log)
+
+
 def run_worker(
     module: str,
     request: dict[str, Any],
@@ -41,24 +68,17 @@ def run_worker(
     env: dict[str, str] | None = None,
 ) -> ChildRun:
     """Run ``python -m module`` on ``request`` (a ``result_path`` key is added); TimeoutExpired propagates."""
-    result_path = workdir / f"{tag}.result.json"
-    request = dict(request, result_path=str(result_path))
-    request_path = workdir / f"{tag}.request.json"
-    request_path.write_text(json.dumps(request))
-    log_path = workdir / f"{tag}.log"
-    # PYTHONSAFEPATH: a folder named "exporter" in the user's working directory must not shadow edgeport
-    child_env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1", **(env or {}))
-    with log_path.open("wb") as log_file:
+    files = WorkerFiles.write(request, workdir, tag)
+    with files.log.open("wb") as log_file:
         proc = subprocess.run(
-            [sys.executable, "-m", module, str(request_path)],
+            [sys.executable, "-m", module, str(files.request)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            env=child_env,
+            env=child_env(**(env or {})),
             timeout=timeout_s,
             check=False,
         )
-    result = json.loads(result_path.read_text()) if result_path.is_file() else None
-    return ChildRun(proc.returncode, result, log_path)
+    return files.run(proc.returncode)
 
 
 def signal_name(returncode: int) -> str:

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .childproc import ChildRun
+from .childproc import ChildRun, WorkerFiles, child_env, run_worker
 
 _ACTIVE: contextvars.ContextVar[WorkerPool | None] = contextvars.ContextVar("edgeport_pool", default=None)
 
@@ -118,9 +118,7 @@ class WorkerPool:
 
     def __init__(self, size: int | None = None, *, env: dict[str, str] | None = None) -> None:
         self.size = max(1, size if size is not None else min(2, os.cpu_count() or 1))
-        self._env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1", TF_CPP_MIN_LOG_LEVEL="3")
-        self._env["EDGEPORT_WORKER_PRELOAD"] = "1"
-        self._env.update(env or {})
+        self._env = child_env(TF_CPP_MIN_LOG_LEVEL="3", EDGEPORT_WORKER_PRELOAD="1", **(env or {}))
         self._log_dir = Path(tempfile.mkdtemp(prefix="edgeport-workers-"))
         self._idle: list[_Host] = []
         self._all: list[_Host] = []
@@ -165,19 +163,13 @@ class WorkerPool:
 
     def run(self, module: str, request: dict[str, Any], workdir: Path, tag: str, *, timeout_s: float) -> ChildRun:
         """Like :func:`exporter.childproc.run_worker`, on a reused host; TimeoutExpired propagates."""
-        result_path = workdir / f"{tag}.result.json"
-        request = dict(request, result_path=str(result_path))
-        request_path = workdir / f"{tag}.request.json"
-        request_path.write_text(json.dumps(request))
-        log_path = workdir / f"{tag}.log"
+        files = WorkerFiles.write(request, workdir, tag)
         host = self._acquire()
         try:
-            status = host.run(module, request_path, log_path, timeout_s)
+            status = host.run(module, files.request, files.log, timeout_s)
         finally:
             self._release(host)
-        returncode = status if status is not None else (host.returncode or 1)  # died: its signal or status
-        result = json.loads(result_path.read_text()) if result_path.is_file() else None
-        return ChildRun(returncode, result, log_path)
+        return files.run(status if status is not None else (host.returncode or 1))  # died: its signal or status
 
     def close(self) -> None:
         """End every host, idle or still busy (a prefetched conversion nobody waits for after a failure or
@@ -204,3 +196,11 @@ class WorkerPool:
 def current() -> WorkerPool | None:
     """The pool of the export running in this context, if any (else callers start one-shot children)."""
     return _ACTIVE.get()
+
+
+def run_in_worker(module: str, request: dict[str, Any], workdir: Path, tag: str, *, timeout_s: float) -> ChildRun:
+    """Run a worker request on the export's pool when one is active, else in a one-shot child."""
+    pool = current()
+    if pool is not None:
+        return pool.run(module, request, workdir, tag, timeout_s=timeout_s)
+    return run_worker(module, request, workdir, tag, timeout_s=timeout_s, env={"TF_CPP_MIN_LOG_LEVEL": "3"})

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..analyze.memo import shared, start_shared
 from ..atomic import scratch_dir
+from ..childproc import child_env
 from ..errors import InputModelError, InternalError, NotSupportedError, UsageError
 from ..profiles import TargetProfile, load_profile
 from .host import cpu_model, int8_kernels, usable_cores
@@ -311,7 +312,7 @@ def _run_child(plan: dict[str, Any], work: Path, source: _Model, profile: Target
     plan_path, out_path = work / "plan.json", work / "result.json"
     plan_path.write_text(json.dumps(plan), encoding="utf-8")
     root = str(Path(__file__).resolve().parents[2])
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1")
+    env = child_env(TF_CPP_MIN_LOG_LEVEL="3")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     cmd = [sys.executable, "-m", "exporter.benchmark.worker", str(plan_path), str(out_path)]
     log.debug("benchmark child: %s", " ".join(cmd))

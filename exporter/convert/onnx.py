@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from .. import workers
 from ..atomic import ensure_dir, scratch_dir, write_bytes
 from ..calibrate.dataset import CalibrationSet
 from ..childproc import run_worker
 from ..errors import CalibrationDataError, ConversionError, InputModelError, UsageError
 from ..load.model import SourceModel
 from ..verify.onnx_check import FLOAT_KERNELS, REFERENCE_QDQ, OnnxCheck, compare_outputs, host_kernels_label
+from ..workers import run_in_worker
 from .onnx_errors import MAX_OPSET, convert_error, crash_error, layer_for_node, tf2onnx_version, verify_error
 from .onnx_trace import frozen_graph, reference_outputs, traced_function
 
@@ -365,10 +365,9 @@ def _run(
     """One worker task; a crash, an OOM kill or a timeout becomes a one-line ConversionError."""
     task = request["task"]
     try:
-        pool = workers.current()  # tf2onnx needs TensorFlow: a warm host of the export has it loaded already
-        if task == "convert" and pool is not None:
-            run = pool.run(WORKER, request, work, task, timeout_s=timeout_s)
-        else:
+        if task == "convert":  # tf2onnx needs TensorFlow: a warm host of the export has it loaded already
+            run = run_in_worker(WORKER, request, work, task, timeout_s=timeout_s)
+        else:  # onnxruntime only: a light one-shot child
             run = run_worker(WORKER, request, work, task, timeout_s=timeout_s)
     except subprocess.TimeoutExpired as exc:
         raise ConversionError(

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import workers
 from ..calibrate.dataset import CalibrationSet
-from ..childproc import first_line, log_tail, run_worker, signal_name
+from ..childproc import first_line, log_tail, signal_name
 from ..errors import ConversionError, InputModelError
 from ..load.model import SourceModel
+from ..workers import run_in_worker
 from .io_order import keras_inputs, signature_keys, signature_name
 
 log = logging.getLogger(__name__)
@@ -168,13 +168,7 @@ def run_converter(
             float_nodes=list(config.float_nodes),
         )
     try:
-        pool = workers.current()  # an export's long-lived hosts, else a one-shot child
-        if pool is not None:
-            run = pool.run("exporter.convert.worker", request, workdir, tag, timeout_s=timeout_s)
-        else:
-            run = run_worker(
-                "exporter.convert.worker", request, workdir, tag, timeout_s=timeout_s, env={"TF_CPP_MIN_LOG_LEVEL": "3"}
-            )
+        run = run_in_worker("exporter.convert.worker", request, workdir, tag, timeout_s=timeout_s)
     except subprocess.TimeoutExpired as exc:
         raise ConversionError(f"The TFLite converter did not finish within {timeout_s:.0f} s and was stopped.") from exc
     if run.crashed:

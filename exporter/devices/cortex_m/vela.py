@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ...analyze.memo import content_key, shared, start_shared
+from ...childproc import child_env
 from ...errors import InternalError, NotSupportedError
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ def compile_model(model_path: Path, npu: Any, work: Path) -> VelaResult:
         "--output-dir", str(out_dir),
     ]  # fmt: skip
     root = str(Path(__file__).resolve().parents[3])
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONSAFEPATH="1")  # no user folder shadows exporter
+    env = child_env()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     cmd = [sys.executable, "-m", "exporter.devices.cortex_m.vela", *args]
     log.debug("vela child: %s", " ".join(cmd))
