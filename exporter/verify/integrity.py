@@ -13,9 +13,14 @@ judged by the target's op checks, as they should be.
 
 from __future__ import annotations
 
+import os
 import re
+from typing import TYPE_CHECKING
 
 from ..errors import InputModelError
+
+if TYPE_CHECKING:
+    from .graph import TFLiteGraph
 
 #: The LiteRT wording for a file the FlatBuffers verifier rejects.
 _NOT_A_FLATBUFFER = "not a valid Flatbuffer"
@@ -77,11 +82,9 @@ def _first_line(message: str) -> str:
     return text.rstrip(".")[:200]
 
 
-def as_graph(model: object) -> object:
+def as_graph(model: TFLiteGraph | str | os.PathLike[str] | bytes) -> TFLiteGraph:
     """The API's entry points take what users hold: a :class:`TFLiteGraph`, a .tflite path or its bytes.
     Paths and bytes go through :meth:`TFLiteGraph.from_file` / ``from_bytes``, so they are verified first."""
-    import os
-
     from .graph import TFLiteGraph
 
     if isinstance(model, TFLiteGraph):
