@@ -108,9 +108,12 @@ def export(
     precheck_model(model_path)  # an empty, truncated or mislabelled file is refused before the TF import
     if model_path.suffix.lower() == ".tflite":
         return _export(model_path, profiles, out_dirs, opts, progress)
-    with WorkerPool().active() as pool:
-        # the converter host imports TensorFlow while this process does; a second one for tf2onnx
-        pool.warm(2 if any("onnx" in formats_for(p, opts) for p in profiles) else 1)
+    # One converter host, started now so its TensorFlow import overlaps this process's. Every conversion
+    # and tf2onnx queue for it: a second host's import (3.5 s of CPU) slowed each export on 2 cores more
+    # than running them side by side gained (benchmarks/speed_results.md: VWW --target all 10.0 s with two
+    # hosts, 9.0 s with one; MobileNetV2 15.2 s vs 15.3 s).
+    with WorkerPool(size=1).active() as pool:
+        pool.warm(1)
         return _export(model_path, profiles, out_dirs, opts, progress)
 
 
@@ -152,17 +155,17 @@ def _export(
         onnx_job = start_onnx(source, profiles, opts, calibration, evaluation, work, progress)
         stack.callback(onnx_job.wait)  # on any failure too: its files live in this scratch folder
         reference = _reference_outputs(source, checked, session)
+        tflite: dict[str, tuple[TargetReport, bytes | None]] = {}
+        for profile in (p for p in profiles if "tflite" in formats_for(p, opts)):  # while ONNX runs
+            progress.step("verify", f"{profile.name}: checking ops, dtypes, memory and fidelity")
+            report, model = _export_target(source, profile, session, checked, reference, opts, guard, progress)
+            if not tflite and session is not None and model is not None:
+                prefetch_device_work(profile, profiles, model, opts)  # the MCU targets' arena and Vela
+            tflite[profile.name] = report, model
+        onnx = onnx_job.result(progress)  # before any benchmark: it must not share the CPU with ONNX's children
         results = []
         for profile in profiles:
-            progress.step("verify", f"{profile.name}: checking ops, dtypes, memory and fidelity")
-            if "tflite" in formats_for(profile, opts):
-                report, model = _export_target(source, profile, session, checked, reference, opts, guard, progress)
-                if not results and session is not None and model is not None:
-                    prefetch_device_work(profile, profiles, model, opts)  # beside the wait for ONNX
-                onnx = onnx_job.result(progress)
-            else:
-                onnx = onnx_job.result(progress)
-                report, model = onnx_only_report(profile, onnx), None
+            report, model = tflite.get(profile.name) or (onnx_only_report(profile, onnx), None)
             attach_onnx(report, profile, opts, onnx)
             if opts.bench:
                 benchmark_on_host(report, profile, model, onnx, opts, progress)

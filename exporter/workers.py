@@ -4,7 +4,8 @@ An export converts the same model several times (the int8 model per quantization
 per-tensor Dense candidate, the float reference); each one-shot child paid a fresh TensorFlow import.
 A :class:`WorkerPool` starts its first host as soon as the export begins, so that host's TensorFlow
 import overlaps the parent's, and reuses hosts for every request. Up to ``size`` requests run at
-once (one per core, at most 2: a host holds a TensorFlow and the model). A host that crashes (the
+once (default one per core, at most 2: a host holds a TensorFlow and the model; an export uses one,
+see exporter.pipeline). A host that crashes (the
 calibrator's segfault on a non-unrolled LSTM) ends only the request it was running; the caller sees
 the same :class:`~exporter.childproc.ChildRun` as from a one-shot child, and the next request gets a
 new host. Only standard-library imports at module level.

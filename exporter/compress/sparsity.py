@@ -318,6 +318,18 @@ def sparsity_section(
     return section
 
 
+def prefetch_vela(model: bytes, npu: Any) -> None:
+    """Start Vela on the dense twin of a sparse ``model`` now, so the Ethos-U target's sparsity section
+    (:func:`sparsity_section`, later) finds it compiled instead of compiling it on the critical path."""
+    from ..devices.cortex_m import vela
+    from ..verify.graph import TFLiteGraph
+
+    graph = TFLiteGraph.from_bytes(model)
+    if tflite_sparsity(graph)["sparsity"] >= SPARSE_MIN:
+        dense_twin, _, _ = memo(content_key("sparsity-size", model), lambda: _sizes(model, graph))
+        vela.prefetch(dense_twin, npu)
+
+
 def _sizes(model: bytes, graph: Any) -> tuple[bytes, int, dict[str, Any]]:
     """The dense twin and the gzip figures of ``model`` (several gzip -9 passes: once per distinct model,
     however many targets got it)."""

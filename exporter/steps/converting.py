@@ -1,8 +1,9 @@
 """Which conversions an export needs, and when they start (see exporter.convert.session).
 
 The first target's model (and the float twin when per-layer error is wanted, and the per-tensor Dense
-candidate when an MCU will want it and a second worker host is warm) start before the ONNX export is
-traced, so they run beside it; each target then takes its conversion from the session.
+candidate when an MCU will want it and ONNX is exported too) are queued on the export's converter host
+before the ONNX export is traced, so they run beside it; each target then takes its conversion from the
+session.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def prefetch(
     if checked is not None and (opts.per_layer or guard.active or opts.eval is not None):
         session.prefetch(None)
     if not any("onnx" in formats_for(p, opts) for p in profiles):
-        return  # no second warm host: a second conversion now would pay a TensorFlow import beside the first
+        return  # nothing runs beside it: the candidate is converted when the target asks (if it does)
     for profile in profiles:  # the per-tensor Dense candidate, when _convert_for_target will surely want it
         mcu = config_for(profile, opts)
         if profile.is_mcu and mcu.per_channel and "tflite" in formats_for(profile, opts):
@@ -114,6 +115,7 @@ def prefetch_device_work(
     if first.is_mcu:
         return
     from ..benchmark.api import prefetch_arena
+    from ..compress.sparsity import prefetch_vela
     from ..convert.compact import compact
     from ..devices.cortex_m import ETHOS_RUNTIME, vela
 
@@ -132,3 +134,4 @@ def prefetch_device_work(
     for profile in same:
         if profile.runtime.name == ETHOS_RUNTIME and profile.npu is not None and vela.available():
             vela.prefetch(compacted, profile.npu)
+            prefetch_vela(compacted, profile.npu)  # its dense twin, when the model is sparse

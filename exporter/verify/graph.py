@@ -13,9 +13,10 @@ subgraphs (WHILE/IF bodies) are kept in :attr:`TFLiteGraph.other_ops` so op-supp
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -195,16 +196,22 @@ class TFLiteGraph:
                 f"received {bytes(buf[4:8])!r}).",
                 hint="Pass a .tflite file written by the TFLite converter; if it was one, it is damaged: copy it again.",
             )
+        key = hashlib.sha256(buf).digest()
+        if key in _PARSED:  # an export reads each model a dozen times (checks, memory, sizes, per target)
+            _PARSED.move_to_end(key)
+            return _PARSED[key]
         check_tflite_bytes(buf, source)  # the generated accessors below trust every offset
         try:
             model = schema.ModelT.InitFromPackedBuf(bytearray(buf), 0)
-            return _build(model, buf)
+            graph = _build(model, buf)
         except InputModelError as exc:
             raise InputModelError(f"{source} is a corrupt TFLite flatbuffer: {exc.message}", hint=CORRUPT_HINT) from exc
         except Exception as exc:  # the generated parser raises anything from struct.error to IndexError
             raise InputModelError(
                 f"{source} is a corrupt TFLite flatbuffer ({type(exc).__name__}: {exc}).", hint=CORRUPT_HINT
             ) from exc
+        _remember(key, graph)
+        return graph
 
     def with_keras_layers(self, layers: Mapping[str, str]) -> TFLiteGraph:
         """The same graph, annotated with the Keras model's layers (name -> class) for attribution."""
@@ -433,6 +440,22 @@ def _build(model: Any, whole: bytes | bytearray) -> TFLiteGraph:
         description=_decode(model.description),
         constants=values,
     )
+
+
+#: Parsed graphs by sha256 of their file: a graph is immutable (frozen dataclasses, read-only constant
+#: arrays that view the file's bytes), so every reader of the same bytes can share one. Bounded by count
+#: and by the files' total size (a ResNet50 holds 100 MB of constants).
+_PARSED: OrderedDict[bytes, TFLiteGraph] = OrderedDict()
+_PARSED_MAX_ENTRIES = 8
+_PARSED_MAX_BYTES = 256 * 1024 * 1024
+
+
+def _remember(key: bytes, graph: TFLiteGraph) -> None:
+    _PARSED[key] = graph
+    while len(_PARSED) > _PARSED_MAX_ENTRIES or (
+        len(_PARSED) > 1 and sum(g.size_bytes for g in _PARSED.values()) > _PARSED_MAX_BYTES
+    ):
+        _PARSED.popitem(last=False)
 
 
 def _check_indices(ops: tuple[Op, ...], inputs: tuple[int, ...], outputs: tuple[int, ...], count: int) -> None:

@@ -84,10 +84,10 @@ def model_data_h(names: Names, model: bytes, origin: str) -> str:
 
 def model_data_cc(names: Names, model: bytes, origin: str, header: str = "model_data.h") -> str:
     """The array definition; valid C++11 and C11 (``alignas`` / ``_Alignas``)."""
+    hexed = [f"0x{b:02x}" for b in range(256)]  # one lookup per byte: ~10x faster than formatting each
     lines = []
     for start in range(0, len(model), _PER_LINE):
-        chunk = model[start : start + _PER_LINE]
-        lines.append("    " + ", ".join(f"0x{b:02x}" for b in chunk) + ",")
+        lines.append("    " + ", ".join(map(hexed.__getitem__, model[start : start + _PER_LINE])) + ",")
     body = "\n".join(lines)
     return (
         _banner(f"The model as a flash array: {len(model):,} bytes.", origin)
