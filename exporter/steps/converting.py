@@ -74,7 +74,10 @@ def convert_for_target(
     opts: ExportOptions,
 ) -> tuple[Converted, Any]:
     """The target's conversion; on an MCU with per-channel Dense weights, per-tensor Dense is converted
-    too and --dense-quant decides on both models' fidelity (exporter.devices.cortex_m.dense_quant)."""
+    too and --dense-quant decides on both models' TFLite Micro arena, file and fidelity against the
+    target's budgets (the rule: exporter.devices.cortex_m.dense_quant). Each arena is measured on the
+    bytes the firmware will hold, in a child started as soon as that candidate exists, so it runs beside
+    the other conversion and the fidelity runs; the chosen one's is the figure ``prepare`` reuses."""
     config = config_for(profile, opts)
     if not profile.is_mcu or not config.per_channel:
         return session.convert(config), None
@@ -83,7 +86,8 @@ def convert_for_target(
     from ..verify.graph import TFLiteGraph
 
     per_channel = session.convert(replace(config, per_tensor_dense=False))
-    saving = dense_quant.per_channel_dense_bytes(TFLiteGraph.from_bytes(per_channel.model))
+    graph = TFLiteGraph.from_bytes(per_channel.model)
+    saving = dense_quant.per_channel_dense_bytes(graph)
     if not saving:
         return per_channel, None
     if opts.dense_quant == "auto" and saving < dense_quant.MIN_SAVING_BYTES:
@@ -92,18 +96,70 @@ def convert_for_target(
     if opts.dense_quant == "auto" and not opts.force and budget and len(per_channel.model) - 2 * saving > budget:
         over = dense_quant.not_tried(Candidate("per-channel", len(per_channel.model), None), saving, budget)
         return per_channel, over
-    per_tensor = session.convert(replace(config, per_tensor_dense=True))
+    per_tensor_config = replace(config, per_tensor_dense=True)
+    session.prefetch(per_tensor_config)  # converts while the per-channel candidate is measured
+    runs = _runs_on_tflite_micro(graph)
+    measured = reference is not None and checked is not None
 
-    def candidate(scheme: str, converted: Converted) -> Candidate:
-        measured = reference is not None and checked is not None
-        return Candidate(
-            scheme,
-            len(converted.model),
-            measure_fidelity(converted.model, reference, checked, source) if measured else None,
-        )
+    def measure(converted: Converted) -> tuple[bytes, Any]:
+        written = _written_and_prefetched(converted.model, runs)
+        return written, measure_fidelity(converted.model, reference, checked, source) if measured else None
 
-    choice = decide(opts.dense_quant, candidate("per-channel", per_channel), candidate("per-tensor", per_tensor))
+    pc_written, pc_fidelity = measure(per_channel)
+    per_tensor = session.convert(per_tensor_config)
+    pt_written, pt_fidelity = measure(per_tensor)
+
+    def candidate(scheme: str, converted: Converted, written: bytes, fidelity: Any) -> Candidate:
+        arena, note = _arena(written, runs)
+        return Candidate(scheme, len(converted.model), fidelity, len(written), arena, note)
+
+    pc = candidate("per-channel", per_channel, pc_written, pc_fidelity)
+    pt = candidate("per-tensor", per_tensor, pt_written, pt_fidelity)
+    choice = decide(opts.dense_quant, pc, pt, _budgets(profile, graph, opts))
     return (per_tensor if choice.chosen == "per-tensor" else per_channel), choice
+
+
+def _runs_on_tflite_micro(graph: Any) -> bool:
+    """TFLite Micro registers every op: only then is there an arena to measure (prepare measures none either)."""
+    from ..devices.cortex_m.csource import resolver_ops
+
+    return not resolver_ops(graph)[1]
+
+
+def _written_and_prefetched(model: bytes, runs: bool) -> bytes:
+    """The candidate as the firmware would hold it (MCU name compaction), its arena child started now."""
+    from ..benchmark.api import prefetch_arena
+    from ..convert.compact import compact
+
+    written = compact(model)[0]
+    if runs:
+        prefetch_arena(written)
+    return written
+
+
+def _arena(written: bytes, runs: bool) -> tuple[int | None, str | None]:
+    """The measured TFLite Micro arena of a candidate, or None and why (the rule then uses flash alone)."""
+    from ..benchmark import measure_arena
+    from ..errors import EdgeportError
+
+    if not runs:
+        return None, "not measured: TFLite Micro does not register every op of the model"
+    try:
+        return measure_arena(written).bytes, None
+    except EdgeportError as exc:
+        return None, f"not measured: {exc}"
+
+
+def _budgets(profile: TargetProfile, graph: Any, opts: ExportOptions) -> Any:
+    """The target's fit check as the rule applies it to each candidate (same ops, I/O and margin for both)."""
+    from ..devices.cortex_m.codesize import kernel_code
+    from ..devices.cortex_m.csource import resolver_ops
+    from ..devices.cortex_m.dense_quant import Budgets
+
+    code = kernel_code([o.op for o in resolver_ops(graph)[0]])
+    io = sum(t.nbytes for t in (*graph.input_tensors, *graph.output_tensors))
+    memory = profile.memory
+    return Budgets(memory.flash_budget_bytes, memory.ram_budget_bytes, code.total_bytes, io, opts.arena_margin)
 
 
 def prefetch_device_work(
