@@ -308,6 +308,11 @@ def extra_sections(extra: dict[str, Any]) -> list[str]:
         if (tpu.get("tools") or {}).get("note"):
             lines.append(f"- {tpu['tools']['note']}")
     lines += _cortex_m_lines(extra.get("cortex_m"))
+    dense = extra.get("dense_quantization")  # exporter.devices.cortex_m.dense_quant: the rule's decision
+    if dense and dense.get("summary"):
+        lines += ([] if extra.get("cortex_m") else ["", "## Firmware (TFLite Micro)", ""]) + [
+            f"- Dense layers: {dense['summary']}"
+        ]
     onnx = extra.get("onnx")
     if onnx:
         lines += ["", "## ONNX", "", f"- opset {onnx.get('opset')}, converter {onnx.get('converter')}"]
