@@ -53,7 +53,7 @@ def vww(assets, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ad(assets, tmp_path_factory):
-    """AD for cortex-m4 and the Ethos-U target, per-tensor Dense forced (see test_ad_auto_rule_keeps_per_channel)."""
+    """AD for cortex-m4 and the Ethos-U target, per-tensor Dense forced (what auto takes too: test_ad_auto_rule_takes_per_tensor)."""
     work = tmp_path_factory.mktemp("ad_fw")
     np.save(work / "windows.npy", ad_windows(assets))
     model = assets / "models/mlperf_tiny/anomaly_detection/ad01.h5"
@@ -169,11 +169,12 @@ def test_ad_per_tensor_is_smaller_than_reference_and_closer_to_float(assets, ad)
     assert abs(score - AD_FLOAT_SCORE) < abs(AD_REFERENCE_SCORE - AD_FLOAT_SCORE), score
 
 
-def test_ad_auto_rule_keeps_per_channel(ad):
-    """The rule measures a 9.8 dB SNR loss for per-tensor AD: auto keeps per-channel (see docs/firmware.md)."""
+def test_ad_auto_rule_takes_per_tensor(ad):
+    """Per-tensor AD is 9.8 dB lower in SNR but above the 30 dB floor, with a 79% smaller arena: auto takes
+    it (see docs/firmware.md; tests/test_dense_quant_ram.py checks the rule itself)."""
     choice = _report(ad / "cortex-m4")["dense_quantization"]
     assert choice["chosen"] == "per-tensor" and choice["mode"] == "per-tensor"
-    assert choice["auto_would_choose"] == "per-channel"
+    assert choice["auto_would_choose"] == "per-tensor"
     pc, pt = choice["candidates"]
     assert pc["scheme"] == "per-channel" and pt["scheme"] == "per-tensor"
     assert pc["fidelity"][0]["snr_db"] - pt["fidelity"][0]["snr_db"] > 1.0
