@@ -52,7 +52,7 @@ class Candidate:
     scheme: str  # "per-channel" | "per-tensor"
     model_bytes: int  # the converter's output (before the MCU name compaction)
     fidelity: dict[str, Any] | None
-    file_bytes: int | None = None  # as written to flash (after the name compaction); None: model_bytes
+    file_bytes: int | None = None  # as written to flash (after the name compaction); None: not known
     arena_bytes: int | None = None  # TFLite Micro's measured arena; None: not measured (see arena_note)
     arena_note: str | None = None
 
@@ -89,7 +89,7 @@ class Candidate:
         return {
             "scheme": self.scheme,
             "model_bytes": self.model_bytes,
-            "file_bytes": self.flash_file,
+            "file_bytes": self.file_bytes,
             "arena_bytes": self.arena_bytes,
             "arena_note": self.arena_note,
             "fidelity": summary,
@@ -237,9 +237,8 @@ class DenseQuantChoice:
     def describe(self) -> str:
         """The one line report.md and report.html show: the decision and both candidates' figures."""
         line = f"{self.chosen} ({self.reason})"
-        for candidate in (self.per_channel, self.per_tensor):
-            if candidate is not None:
-                line += f"; {candidate.scheme}: {candidate.summary()}"
+        if self.per_channel is not None and self.per_tensor is not None:  # else nothing was compared
+            line += "".join(f"; {c.scheme}: {c.summary()}" for c in (self.per_channel, self.per_tensor))
         return line
 
     def to_dict(self) -> dict[str, Any]:
