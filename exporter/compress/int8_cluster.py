@@ -17,6 +17,7 @@ in place: same buffer, same size, every other byte of the file unchanged.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +57,8 @@ class Int8ClusterReport:
 
     @property
     def weights(self) -> int:
-        return sum(t.channels and int(np.prod(t.shape)) for t in self.tensors)
+        """Weights in the clustered tensors."""
+        return sum(math.prod(t.shape) for t in self.tensors)
 
     @property
     def changed(self) -> int:
@@ -65,7 +67,7 @@ class Int8ClusterReport:
     @property
     def mean_abs_error_lsb(self) -> float:
         n = self.weights
-        return sum(t.mean_abs_error_lsb * int(np.prod(t.shape)) for t in self.tensors) / n if n else 0.0
+        return sum(t.mean_abs_error_lsb * math.prod(t.shape) for t in self.tensors) / n if n else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -273,6 +273,9 @@ def _build(model: bytes, candidates: list[_Candidate]) -> bytes:
             tensor = editable.subgraphs[0].tensors[index]
             if tensor.dtype == tflm_schema.TensorType.UINT8 and tensor.quantization is None:
                 tensor._fb.quantization = None
+    else:  # what DECODE insertion ends with, so the baseline differs from a build only by the compression
+        model_editor.dedupe_buffers(editable)
+        model_editor.prune_buffers(editable)
     return _aligned(bytes(editable.build()))
 
 

@@ -12,10 +12,11 @@ of its C++ decide what is safe, and each was confirmed on real models with the w
    axis (depthwise filters, ``[1, H, W, C]``) means interleaved ones, anything else fails Prepare.
    So a per-channel-quantized tensor must be compressed ``PerChannel(axis=quantized_dimension)`` and a
    per-tensor-quantized one ``PerTensor``; any other pairing decodes garbage, silently.
-2. **The consumer must not read the tensor in Prepare.** A DECODE output has no data until Invoke;
-   kernels that precompute from their weights in Prepare (the LSTM's zero-point x weight sums, the
-   CMSIS-NN SVDF kernel sums) would read an unset buffer. Only the measured (op, input) pairs below
-   are allowed; everything else is refused with the reason.
+2. **The consumer must not read the tensor in Prepare.** A DECODE output has no data until Invoke
+   and is not constant; kernels that check constness or precompute from their weights in Prepare
+   (CMSIS-NN's LSTM and SVDF kernel sums) fail or read an unset buffer on the device even where the
+   host's reference kernels are bit-exact. Only the measured (op, input) pairs below, whose CMSIS-NN
+   Prepare reads no weight data, are allowed; everything else is refused with the reason.
 """
 
 from __future__ import annotations
@@ -37,16 +38,19 @@ _TYPE_NAMES: dict[int, str] = {
 }
 NUMPY_DTYPES: dict[str, type] = {
     "bool": np.bool_, "float32": np.float32, "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
+    "uint8": np.uint8,
 }  # fmt: skip
 #: Tensor types DecodeStateLut::Decode writes (others fail at Invoke with "unsupported tensor type").
-DECODE_DTYPES = frozenset(NUMPY_DTYPES)
+DECODE_DTYPES = frozenset({"bool", "float32", "int8", "int16", "int32", "int64"})
 #: The name :func:`op_names` gives TFLite Micro's DECODE operator.
 DECODE_OP = "CUSTOM:TFLM_DECODE"
 #: The DCM's 3-bit width field and its value-table stride (<= 128 entries per channel).
 MAX_INDEX_BITS = 7
 
 #: (op, input position) -> the input's name, for every pair measured bit-exact with LUT compression
-#: on real models (docs/lut.md): these kernels read their weights and biases only in Eval.
+#: (docs/lut.md: VWW, AD, hello_world, micro_speech, mnist_lstm and small models built from their
+#: layers) whose CMSIS-NN kernel also reads the input only in Eval (its Prepare reads shapes and
+#: quantization; source read in tflite-micro's kernels/cmsis_nn/).
 KERNEL_INPUTS: dict[tuple[str, int], str] = {
     ("CONV_2D", 1): "filter",
     ("CONV_2D", 2): "bias",
@@ -54,12 +58,18 @@ KERNEL_INPUTS: dict[tuple[str, int], str] = {
     ("DEPTHWISE_CONV_2D", 2): "bias",
     ("FULLY_CONNECTED", 1): "weights",
     ("FULLY_CONNECTED", 2): "bias",
+    ("TRANSPOSE_CONV", 1): "filter",
+    ("TRANSPOSE_CONV", 3): "bias",
+    ("ADD", 0): "constant operand",
+    ("ADD", 1): "constant operand",
+    ("MUL", 0): "constant operand",
+    ("MUL", 1): "constant operand",
 }
-#: Ops refused by name, with the reason (measured or read in the kernel's source, see docs/lut.md).
+#: Ops refused by name, with the reason (from the kernels' source; see docs/lut.md).
 REFUSED_OPS: dict[str, str] = {
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": "its kernel precomputes zero-point x weight sums from the weights in "
-    "Prepare, before DECODE has written them",
-    "SVDF": "CMSIS-NN's SVDF computes kernel sums from the feature weights in Prepare (KERNELS_OPTIMIZED_FOR_SPEED)",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "fails on Cortex-M: CMSIS-NN's LSTM Prepare requires constant weights and "
+    "biases (IsConstantTensor) and computes kernel sums from them (bit-exact only with the reference kernels)",
+    "SVDF": "CMSIS-NN's SVDF computes kernel sums from its feature weights in Prepare, before DECODE has run",
 }
 
 
@@ -167,7 +177,7 @@ def legacy_opcodes(model: bytes | bytearray) -> bool:
 
 
 def read_constants(model: bytes | bytearray, source: str = "The model") -> tuple[ConstTensor, ...]:
-    """Every constant tensor of subgraph 0 that has data of a type DECODE can write, with its uses."""
+    """Every constant numeric tensor of subgraph 0 with its data's place in the file and its uses."""
     root = _root(model, source)
     main = root.Subgraphs(0)
     uses: dict[int, list[Use]] = {}
@@ -250,7 +260,7 @@ def lut_rule(op: str, input_index: int, tensor: ConstTensor) -> Rule:
         return Rule(False, f"{op} {REFUSED_OPS[op]}")
     name = KERNEL_INPUTS.get((op, input_index))
     if name is None:
-        return Rule(False, f"{op} input {input_index} is not among the inputs measured bit-exact with DECODE")
+        return Rule(False, f"{op} input {input_index} is not a weight input LUT compression is allowed for")
     layout = layout_rule(tensor)
     if not layout.allowed:
         return layout
