@@ -54,6 +54,11 @@ class ExportOptions:
     keep_workdir: bool = False
     #: --prune: an exporter.compress.PruneSpec applied right after load (see exporter/compress).
     prune: Any = None
+    #: --cluster K: every int8 weight tensor keeps at most K values per output channel, chosen after
+    #: quantization (exporter.compress.int8_cluster); TFLite Micro targets store them LUT-compressed.
+    cluster: int | None = None
+    #: --lut auto|on|off: TFLite Micro targets store clustered weights LUT-compressed (exporter.steps.flash).
+    lut: str = "auto"
     # Microcontroller firmware (Cortex-M / Ethos-U targets): see docs/firmware.md.
     c_name: str | None = None
     depfile: Path | None = None
@@ -89,6 +94,13 @@ class ExportOptions:
             raise UsageError("Pass either --input-range or --mean/--std, not both.")
         if self.input_shape is not None and any(d <= 0 for d in self.input_shape):
             raise UsageError(f"--input-shape needs positive sizes; received {list(self.input_shape)}.")
+        if self.cluster is not None and not 2 <= self.cluster <= 128:
+            raise UsageError(
+                f"--cluster needs 2..128 values per channel; received {self.cluster}.",
+                hint="TFLite Micro's lookup tables take 1..7-bit indices: 16 (4-bit) is a good start.",
+            )
+        if self.lut not in ("auto", "on", "off"):
+            raise UsageError(f"--lut must be auto, on or off; received {self.lut!r}.")
         self._check_firmware()
 
     def _check_firmware(self) -> None:

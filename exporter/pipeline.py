@@ -34,9 +34,10 @@ from .report.report import (
     render_summary,
 )
 from .staging import Stage, interrupts_held
-from .steps.analysis import analyze, fidelity_inputs, layer_error_rows, layer_sizes
+from .steps.analysis import analyze, config_for, fidelity_inputs, layer_error_rows, layer_sizes
 from .steps.bench import benchmark_on_device, benchmark_on_host
 from .steps.converting import convert_for_target, prefetch, prefetch_device_work
+from .steps.flash import compact_for_flash, is_clustered, lut_for_flash, vela_clustering
 from .steps.guarding import check_guard_inputs, guard_target
 from .steps.onnx import (
     attach_onnx,
@@ -464,7 +465,18 @@ def _export_target(
     _name_flash_consumers(report)
     model = converted.model
     if profile.is_mcu and session is not None:
-        model = _compact_for_flash(report, model)
+        model = compact_for_flash(report, model)
+    if profile.is_mcu:
+        model = lut_for_flash(
+            report,
+            profile,
+            model,
+            session.calibration if session is not None else checked,
+            opts.arena_margin,
+            opts.lut,
+            source.keras_model is not None and is_clustered(source.keras_model),
+        )
+        vela_clustering(report, profile, session, config_for(profile, opts), model)
     prepare(profile, model, report, opts)
     _attach_sparsity(report, profile, converted.model, model, source)
     return report, model
@@ -493,16 +505,3 @@ def _with_budgets(profile: TargetProfile, opts: ExportOptions) -> TargetProfile:
     )
     return replace(profile, memory=memory)
 
-
-def _compact_for_flash(report: TargetReport, model: bytes) -> bytes:
-    """MCU flash: drop what TFLite Micro never reads (after analysis, which uses the full names)."""
-    from .convert.compact import compact
-
-    model, compaction = compact(model)
-    if compaction.saved:
-        report.conversion["compaction"] = compaction.describe()
-        report.memory["model_bytes"] = len(model)
-        for check in report.fit:
-            if check.resource == "flash":
-                check.needed_bytes = len(model)
-    return model

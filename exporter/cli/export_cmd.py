@@ -75,6 +75,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--io-dtype", choices=["int8", "uint8", "float32"], help="input/output dtype (default: the target's)"
     )
     q.add_argument("--per-tensor", action="store_true", help="per-tensor instead of per-channel weight quantization")
+    q.add_argument(
+        "--cluster",
+        type=int,
+        metavar="K",
+        help="keep at most K int8 values per output channel of every weight tensor (chosen after quantization); "
+        "TFLite Micro targets store them as ceil(log2 K)-bit lookup-table indices",
+    )
     fmt = parser.add_argument_group("formats")
     fmt.add_argument("--format", help="tflite, onnx or tflite,onnx (default: the target's; android-arm64 writes both)")
     fmt.add_argument("--onnx-opset", type=int, default=17, help="ONNX opset (default 17)")
@@ -118,6 +125,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     fw.add_argument(
         "--arena-margin", type=float, default=10.0, metavar="PCT", help="margin over the measured arena (default 10)"
+    )
+    fw.add_argument(
+        "--lut",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="TFLite Micro lookup-table compression of weights (DECODE ops; saves flash, decoded weights use arena "
+        "RAM); auto: when the weights are clustered (--cluster, or a model 'edgeport compress --cluster' wrote)",
     )
     fw.add_argument("--flash-budget", metavar="BYTES", help="override the profile's flash budget, e.g. 1M or 524288")
     fw.add_argument("--ram-budget", metavar="BYTES", help="override the profile's RAM budget, e.g. 256K")
@@ -181,6 +195,8 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         keep_workdir=args.debug,
         prune=spec_from_args(args),
+        cluster=args.cluster,
+        lut=args.lut,
         c_name=args.c_name,
         depfile=args.depfile,
         dense_quant=args.dense_quant,

@@ -118,6 +118,12 @@ class ConversionSession:
                     if declared is not None:
                         model, pin = pin_input_range(model, index, declared)
                         pins.append(pin.detail)
+            clustering = None
+            if config.int8_clusters:
+                from ..compress.int8_cluster import cluster_int8
+
+                model, clustered = cluster_int8(model, config.int8_clusters)
+                clustering = clustered
             info = {
                 "scheme": config.describe(),
                 "io_dtype": "int16" if config.int16_activations and config.io_dtype != "float32" else config.io_dtype,
@@ -128,6 +134,12 @@ class ConversionSession:
                 "converter": f"tf.lite.TFLiteConverter ({mode}, {_ops_for(config)})",
                 "seconds": round(seconds, 2),
             }
+            if clustering is not None:
+                info["clustering"] = clustering.summary()
+                info["int8_clustering"] = {
+                    **clustering.to_dict(),
+                    "max_values_per_channel": max((t.distinct_after for t in clustering.tensors), default=0),
+                }
             return Converted(model, info)
 
         return run

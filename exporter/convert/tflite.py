@@ -44,6 +44,8 @@ class QuantizationConfig:
     calib_samples: int | None = None
     #: TFLite op output names kept in float (selective quantization; targets that allow float only).
     float_nodes: tuple[str, ...] = ()
+    #: --cluster K: int8 weights re-chosen after conversion, at most K values per output channel.
+    int8_clusters: int | None = None
 
     def describe(self) -> str:
         scheme = "int16 activations / int8 weights (16x8)" if self.int16_activations else "full-integer int8"
@@ -58,6 +60,8 @@ class QuantizationConfig:
             parts.append(f"{self.calib_samples} calibration samples")
         if self.float_nodes:
             parts.append(f"{len(self.float_nodes)} op(s) kept in float")
+        if self.int8_clusters:
+            parts.append(f"weights clustered to {self.int8_clusters} int8 values per channel")
         return ", ".join(parts)
 
 

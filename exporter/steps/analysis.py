@@ -36,7 +36,9 @@ def config_for(profile: TargetProfile, opts: ExportOptions) -> QuantizationConfi
     io = opts.io_dtype or profile.quantization.io_dtype
     per_channel = profile.quantization.per_channel if opts.per_channel is None else opts.per_channel
     per_tensor_dense = profile.is_mcu and per_channel and opts.dense_quant == "per-tensor"
-    return QuantizationConfig(io_dtype=io, per_channel=per_channel, per_tensor_dense=per_tensor_dense)
+    return QuantizationConfig(
+        io_dtype=io, per_channel=per_channel, per_tensor_dense=per_tensor_dense, int8_clusters=opts.cluster
+    )
 
 
 def analyze(

@@ -1,0 +1,123 @@
+"""`export --cluster K`: int8 weights clustered per channel; TFLite Micro targets ship them LUT-compressed.
+
+One export to cortex-m4 (TFLite Micro) and android-arm64 (LiteRT) of a CNN trained on real MNIST, against
+the same export without --cluster: the firmware files, the arena, the fit check and the report must all
+describe the compressed model, and the phone must get plain int8 tensors with at most K values per channel.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import exporter
+from cli_helpers import run_cli
+from exporter.verify.graph import TFLiteGraph
+
+K = 16
+
+
+@pytest.fixture(scope="module")
+def calib(mnist_splits, tmp_path_factory) -> Path:
+    x, _ = mnist_splits["calib"]
+    path = tmp_path_factory.mktemp("cluster_calib") / "calib.npy"
+    np.save(path, x[:64])
+    return path
+
+
+@pytest.fixture(scope="module")
+def exports(mnist_cnn_path, calib, tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("cluster_exports")
+    targets = "cortex-m4,android-arm64"
+    exporter.export(mnist_cnn_path, target=targets, calib=str(calib), output_dir=out / "plain", formats=("tflite",))
+    exporter.export(
+        mnist_cnn_path, target=targets, calib=str(calib), output_dir=out / "clustered", formats=("tflite",), cluster=K
+    )
+    return {"plain": out / "plain", "clustered": out / "clustered"}
+
+
+def _report(folder: Path) -> dict:
+    return json.loads((folder / "report.json").read_text())
+
+
+def _max_values_per_channel(graph: TFLiteGraph) -> int:
+    most = 0
+    for op in graph.ops:
+        if op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            continue
+        weights = graph.constant(op.inputs[1])
+        if weights is None or weights.dtype != np.int8:
+            continue
+        axis = 3 if op.name == "DEPTHWISE_CONV_2D" else 0
+        moved = np.moveaxis(weights, axis, 0).reshape(weights.shape[axis], -1)
+        most = max(most, max(len(np.unique(row)) for row in moved))
+    return most
+
+
+def test_cortex_m_gets_a_smaller_lut_compressed_model_that_runs_bit_exact(exports):
+    plain = exports["plain"] / "cortex-m4"
+    clustered = exports["clustered"] / "cortex-m4"
+    model = (clustered / "model_int8.tflite").read_bytes()
+    graph = TFLiteGraph.from_bytes(model)
+    assert "CUSTOM:TFLM_DECODE" in graph.op_counts(), "DECODE ops read the compressed tensors"
+    assert len(model) < 0.9 * (plain / "model_int8.tflite").stat().st_size
+    report = _report(clustered)
+    lut = report["lut_compression"]
+    assert lut["check"]["bit_exact"] is True, "TFLite Micro's outputs are bit-identical to the uncompressed model"
+    assert lut["compressed"] and all(t["bits"] <= 4 for t in lut["compressed"])
+    assert lut["shipped"] is True
+    assert report["memory"]["model_bytes"] == len(model)
+    flash = next(f for f in report["fit"] if f["resource"] == "flash")
+    assert flash["needed_bytes"] >= len(model)
+    # the firmware files describe the same model: its array, DECODE registered, the arena measured on it
+    data_cc = (clustered / "model_data.cc").read_text()
+    assert f"= {len(model)}u;" in data_cc
+    assert "AddDecode" in (clustered / "model_ops.h").read_text()
+    arena = report["cortex_m"]["arena"]["bytes"]
+    assert f"#define MODEL_ARENA_SIZE {arena}" in (clustered / "model_settings.h").read_text()
+    assert "LUT-compressed for TFLite Micro" in (clustered / "report.md").read_text()
+
+
+def test_the_phone_gets_plain_int8_with_at_most_k_values_per_channel(exports):
+    phone = exports["clustered"] / "android-arm64"
+    graph = TFLiteGraph.from_file(phone / "model_int8.tflite")
+    assert "CUSTOM:TFLM_DECODE" not in graph.op_counts(), "LiteRT has no DECODE kernel: plain tensors"
+    assert _max_values_per_channel(graph) <= K
+    plain = TFLiteGraph.from_file(exports["plain"] / "android-arm64" / "model_int8.tflite")
+    assert _max_values_per_channel(plain) > K, "without --cluster the weights are not clustered"
+    report = _report(phone)
+    assert report["conversion"]["int8_clustering"]["max_values_per_channel"] <= K
+    assert "weights clustered to 16 int8 values per channel" in report["conversion"]["scheme"]
+
+
+def test_clustering_costs_little_accuracy_on_real_mnist(exports):
+    plain = _report(exports["plain"] / "cortex-m4")["fidelity"]["outputs"][0]
+    clustered = _report(exports["clustered"] / "cortex-m4")["fidelity"]["outputs"][0]
+    assert clustered["samples"] == plain["samples"] >= 50
+    assert clustered["top1_agreement"] >= plain["top1_agreement"] - 0.05
+
+
+def test_a_model_clustered_by_compress_is_lut_compressed_on_export(mnist_cnn_path, calib, tmp_path):
+    from exporter.compress import ClusterSpec, cluster_model
+    from exporter.load import load_model
+
+    source = load_model(mnist_cnn_path)
+    model, _ = cluster_model(source.keras_model, ClusterSpec(clusters=8))
+    path = tmp_path / "clustered.keras"
+    model.save(path)
+    exporter.export(path, target="cortex-m4", calib=str(calib), output_dir=tmp_path / "out")
+    report = _report(tmp_path / "out")
+    assert report["lut_compression"]["check"]["bit_exact"] is True
+    assert report["lut_compression"]["compressed"]
+    assert max(t["bits"] for t in report["lut_compression"]["compressed"]) <= 3, "8 shared values: 3-bit indices"
+
+
+def test_cluster_out_of_range_is_one_line_exit_2(capsys, mnist_cnn_path, calib, tmp_path):
+    run = run_cli(capsys, "export", mnist_cnn_path, "--target", "cortex-m4", "--calib", calib, "--cluster", "1",
+                  "-o", tmp_path / "o")
+    assert run.code == 2
+    assert "--cluster needs 2..128 values per channel" in run.error_line
+    assert not (tmp_path / "o").exists()
