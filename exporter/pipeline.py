@@ -37,7 +37,7 @@ from .staging import Stage, interrupts_held
 from .steps.analysis import analyze, config_for, fidelity_inputs, layer_error_rows, layer_sizes
 from .steps.bench import benchmark_on_device, benchmark_on_host
 from .steps.converting import convert_for_target, prefetch, prefetch_device_work
-from .steps.flash import compact_for_flash, is_clustered, lut_for_flash, vela_clustering
+from .steps.flash import clustering_buys, compact_for_flash, is_clustered, lut_for_flash, vela_clustering
 from .steps.guarding import check_guard_inputs, guard_target
 from .steps.onnx import (
     attach_onnx,
@@ -477,6 +477,7 @@ def _export_target(
             source.keras_model is not None and is_clustered(source.keras_model),
         )
         vela_clustering(report, profile, session, config_for(profile, opts), model)
+    clustering_buys(report, profile, model)
     prepare(profile, model, report, opts)
     _attach_sparsity(report, profile, converted.model, model, source)
     return report, model

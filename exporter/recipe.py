@@ -468,7 +468,6 @@ def _export(step, model_path, recipe, folder, evaluation) -> tuple[tuple, str | 
     A target that cannot run the model is not an error of the recipe but its result: the step is
     recorded with each target's reasons, and the message stops the run (exit 3) like a broken guard.
     """
-    from .analyze.inference import run_tflite
     from .compress.finetune import class_labels
     from .pipeline import MODEL_FILE, export
     from .report.report import all_warnings
@@ -489,10 +488,10 @@ def _export(step, model_path, recipe, folder, evaluation) -> tuple[tuple, str | 
         }
         model_file = out / MODEL_FILE
         if evaluation is not None and model_file.exists():
-            outputs = run_tflite(model_file.read_bytes(), [evaluation[0]])[0]
+            outputs = _int8_outputs(model_file.read_bytes(), evaluation[0])
             acc = float(np.mean(outputs.argmax(axis=-1) == class_labels(evaluation[1])))
             entry["int8_accuracy"] = round(acc, 4)
-            entry["accuracy_how"] = "measured (host, LiteRT), int8 model on the evaluation data"
+            entry["accuracy_how"] = f"measured (host, {_runtime_for(model_file.read_bytes())}), int8 model on the evaluation data"
             worst = acc if worst is None else min(worst, acc)
         detail[report.target] = entry
     problem = None
@@ -503,3 +502,20 @@ def _export(step, model_path, recipe, folder, evaluation) -> tuple[tuple, str | 
             + f". Stopped; the reports are in {folder}."
         )
     return (worst, None, artifacts, detail), problem
+
+
+def _runtime_for(model: bytes) -> str:
+    from .compress.lut_rules import DECODE_OP, op_names
+
+    return "TFLite Micro, LUT-compressed file" if DECODE_OP in op_names(model) else "LiteRT"
+
+
+def _int8_outputs(model: bytes, x: np.ndarray) -> np.ndarray:
+    """The first output on ``x``: LiteRT, or TFLite Micro in a child for a LUT-compressed file (DECODE)."""
+    from .analyze.inference import run_tflite
+
+    if _runtime_for(model) == "LiteRT":
+        return run_tflite(model, [x])[0]
+    from .compress.lut_check import tflm_outputs
+
+    return tflm_outputs(model, list(x))[0]

@@ -91,6 +91,8 @@ def test_the_phone_gets_plain_int8_with_at_most_k_values_per_channel(exports):
     report = _report(phone)
     assert report["conversion"]["int8_clustering"]["max_values_per_channel"] <= K
     assert "weights clustered to 16 int8 values per channel" in report["conversion"]["scheme"]
+    assert "reads plain int8 tensors" in report["conversion"]["clustering_buys"]
+    assert "clustering buys a smaller download" in (phone / "report.md").read_text()
 
 
 def test_clustering_costs_little_accuracy_on_real_mnist(exports):
@@ -121,3 +123,24 @@ def test_cluster_out_of_range_is_one_line_exit_2(capsys, mnist_cnn_path, calib, 
     assert run.code == 2
     assert "--cluster needs 2..128 values per channel" in run.error_line
     assert not (tmp_path / "o").exists()
+
+
+def test_a_compressor_crash_ships_the_plain_model_with_a_warning(mnist_cnn_path, calib, tmp_path, monkeypatch):
+    """The compressor's native code runs in a child: its abort costs the LUT, never the export."""
+    from exporter.compress.lut_child import CRASH_ENV
+
+    monkeypatch.setenv(CRASH_ENV, "1")
+    result = exporter.export(mnist_cnn_path, target="cortex-m4", calib=str(calib), output_dir=tmp_path, cluster=K)
+    report = result.report("cortex-m4")
+    assert report.verdict == "ok"
+    assert any(w.startswith("Weights not LUT-compressed: LUT compression failed") for w in report.warnings)
+    graph = TFLiteGraph.from_file(tmp_path / "model_int8.tflite")
+    assert "CUSTOM:TFLM_DECODE" not in graph.op_counts()
+    assert _max_values_per_channel(graph) <= K, "still clustered: only the LUT step was lost"
+
+
+def test_lut_off_keeps_plain_tensors_on_the_mcu(mnist_cnn_path, calib, tmp_path):
+    exporter.export(mnist_cnn_path, target="cortex-m4", calib=str(calib), output_dir=tmp_path, cluster=K, lut="off")
+    graph = TFLiteGraph.from_file(tmp_path / "model_int8.tflite")
+    assert "CUSTOM:TFLM_DECODE" not in graph.op_counts()
+    assert "lut_compression" not in _report(tmp_path)

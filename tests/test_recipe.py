@@ -181,3 +181,33 @@ def test_shipped_example_recipes_validate(capsys):
         for step in raw["step"]:
             assert step["kind"] in STEP_OPTIONS
             assert set(step) - {"kind"} <= set(STEP_OPTIONS[step["kind"]]), path.name
+
+
+def test_cluster_step_then_export_ships_lut_compressed_weights_to_cortex_m4(recipe_dir, capsys):
+    """A recipe's cluster step makes a clustered Keras model: the export step's TFLite Micro file is
+    LUT-compressed (DECODE), and its int8 accuracy is measured in TFLite Micro (LiteRT has no DECODE)."""
+    recipe = write(
+        recipe_dir,
+        "cluster.toml",
+        """output_dir = "cluster_out"
+[guard]
+max_accuracy_drop = 5.0
+[[step]]
+kind = "cluster"
+clusters = 8
+epochs = 1
+[[step]]
+kind = "export"
+targets = ["cortex-m4"]
+""",
+    )
+    run = run_cli(capsys, "run", recipe, "--quiet")
+    assert run.code == 0, run.err
+    out = recipe_dir / "cluster_out"
+    report = json.loads((out / "recipe_report.json").read_text())
+    export = report["steps"][1]["detail"]["cortex-m4"]
+    assert export["verdict"] == "ok" and 0.8 < export["int8_accuracy"] <= 1.0
+    assert "TFLite Micro, LUT-compressed file" in export["accuracy_how"]
+    target_report = json.loads((out / "02_export" / "report.json").read_text())
+    assert target_report["lut_compression"]["shipped"] is True
+    assert max(t["bits"] for t in target_report["lut_compression"]["compressed"]) <= 3

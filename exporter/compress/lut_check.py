@@ -136,6 +136,21 @@ def check_bit_exact(
     return LutCheck(mismatch is None, len(samples), ref["outputs"], mismatch, None, needs, ref["version"])
 
 
+def tflm_outputs(model: bytes, inputs: Sequence[Any], *, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[np.ndarray]:
+    """Raw outputs of ``model`` in TFLite Micro (a child process), stacked over the samples: how a
+    LUT-compressed file, which LiteRT cannot load (no DECODE kernel), is evaluated on the host."""
+    samples = _samples(inputs)
+    with scratch_dir("edgeport-tflm-run-") as work:
+        np.savez(
+            work / "inputs.npz", **{f"s{i}_{j}": a for i, arrays in enumerate(samples) for j, a in enumerate(arrays)}
+        )
+        got = _run_child(model, "run", work, False, timeout_s)
+        if got.get("error"):
+            raise NotSupportedError(f"TFLite Micro cannot run the model: {got['error']}.")
+        with np.load(got["outputs_path"]) as data:
+            return [np.stack([data[f"s{i}_{k}"][0] for i in range(len(samples))]) for k in range(got["outputs"])]
+
+
 def _samples(inputs: Sequence[Any]) -> list[list[np.ndarray]]:
     if isinstance(inputs, np.ndarray):
         inputs = list(inputs)

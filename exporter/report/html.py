@@ -242,7 +242,7 @@ def _model(model: Mapping[str, Any], calibration: Mapping[str, Any] | None, conv
         )
     if conversion.get("scheme"):
         items.append(f"conversion: {_e(conversion['scheme'])}")
-    items.extend(_e(conversion[key]) for key in ("clustering", "compaction", "lut", "vela_clustering", "gzip") if conversion.get(key))
+    items.extend(_e(conversion[key]) for key in ("clustering", "clustering_buys", "compaction", "lut", "vela_clustering", "gzip") if conversion.get(key))
     if not items:
         return ""
     return "<h2>Model</h2><ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"

@@ -222,7 +222,7 @@ def render_markdown(report: TargetReport, common: dict[str, Any]) -> str:
     if conv:
         lines += ["", "## Conversion", "", f"- {conv.get('scheme', '')}"]
         lines.extend(f"- {pin}" for pin in conv.get("input_quantization", []))
-        lines.extend(f"- {conv[key]}" for key in ("clustering", "compaction", "lut", "vela_clustering", "gzip") if conv.get(key))
+        lines.extend(f"- {conv[key]}" for key in ("clustering", "clustering_buys", "compaction", "lut", "vela_clustering", "gzip") if conv.get(key))
         if "seconds" in conv:
             lines.append(f"- converter: {conv.get('converter', '')}, {conv['seconds']:.1f} s (measured)")
     ver = report.verification

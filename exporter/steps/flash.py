@@ -88,10 +88,14 @@ def lut_for_flash(
         return model
     if mode == "auto" and report.conversion.get("int8_clustering") is None and not clustered_source:
         return model
-    from ..compress.lut import lut_compress
     from ..compress.lut_check import check_bit_exact
+    from ..compress.lut_child import lut_compress_in_child
 
-    compressed, lut = lut_compress(model)
+    try:
+        compressed, lut = lut_compress_in_child(model)
+    except EdgeportError as exc:
+        report.warnings.append(f"Weights not LUT-compressed: {exc}; the plain int8 model ships.")
+        return model
     if not lut.changed:
         if report.conversion.get("int8_clustering") is not None:  # clustered, yet nothing paid: say why
             report.extra["lut_compression"] = {**lut.to_dict(), "shipped": False}
@@ -211,4 +215,24 @@ def vela_clustering(
         f"Vela flash {ours:,} B clustered vs {theirs:,} B for the same model unclustered ({saving:.1%} "
         "smaller: Vela's weight encoder compresses repeated values; the Ethos-U reads Vela's own format, "
         "not TFLite Micro's lookup tables)"
+    )
+
+
+def clustering_buys(report: TargetReport, profile: TargetProfile, model: bytes) -> None:
+    """A clustered model on a target that reads plain int8 (LiteRT, the Edge TPU): what clustering buys it.
+
+    The file keeps one int8 byte per weight there; only a compressed download shrinks (measured, gzip -9)."""
+    import gzip
+
+    from ..devices.cortex_m import ETHOS_RUNTIME
+
+    if report.conversion.get("int8_clustering") is None or "lut" in report.conversion:
+        return
+    if profile.runtime.name in LUT_RUNTIMES or profile.runtime.name == ETHOS_RUNTIME:
+        return  # said by lut_for_flash's warning / vela_clustering
+    packed = len(gzip.compress(model, compresslevel=9, mtime=0))
+    report.conversion["clustering_buys"] = (
+        f"{profile.runtime.name} reads plain int8 tensors: the file stays {len(model):,} B (one byte per weight); "
+        f"clustering buys a smaller download, gzip -9 {packed:,} B ({packed / len(model):.0%} of the file; "
+        "measured), not less flash or RAM"
     )
