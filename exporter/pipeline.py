@@ -18,9 +18,8 @@ from typing import Any
 
 from .atomic import scratch_dir
 from .calibrate.dataset import CalibrationSet
-from .convert.session import ConversionSession, Converted
-from .devices import prepare
-from .errors import CalibrationDataError, EdgeportError, InputModelError, NotSupportedError, OutputPathError, UsageError
+from .convert.session import ConversionSession
+from .errors import CalibrationDataError, InputModelError, NotSupportedError, OutputPathError, UsageError
 from .guard import GuardSpec
 from .load.model import SourceModel
 from .options import ExportOptions
@@ -34,11 +33,10 @@ from .report.report import (
     render_summary,
 )
 from .staging import Stage, interrupts_held
-from .steps.analysis import analyze, config_for, fidelity_inputs, layer_error_rows, layer_sizes
+from .steps.analysis import fidelity_inputs
 from .steps.bench import benchmark_on_device, benchmark_on_host
-from .steps.converting import convert_for_target, prefetch, prefetch_device_work
-from .steps.flash import clustering_buys, compact_for_flash, is_clustered, lut_for_flash, vela_clustering
-from .steps.guarding import check_guard_inputs, guard_target
+from .steps.converting import prefetch, prefetch_device_work
+from .steps.guarding import check_guard_inputs
 from .steps.onnx import (
     attach_onnx,
     drop_stale_onnx,
@@ -48,6 +46,7 @@ from .steps.onnx import (
     start_onnx,
 )
 from .steps.outputs import GZIP_FILE, MODEL_FILE, common_facts, write_target
+from .steps.target import export_target
 from .tfimport import import_tensorflow_quietly
 from .workers import WorkerPool
 
@@ -159,7 +158,7 @@ def _export(
         tflite: dict[str, tuple[TargetReport, bytes | None]] = {}
         for profile in (p for p in profiles if "tflite" in formats_for(p, opts)):  # while ONNX runs
             progress.step("verify", f"{profile.name}: checking ops, dtypes, memory and fidelity")
-            report, model = _export_target(source, profile, session, checked, reference, opts, guard, progress)
+            report, model = export_target(source, profile, session, checked, reference, opts, guard, progress)
             if not tflite and session is not None and model is not None:
                 prefetch_device_work(profile, profiles, model, opts)  # the MCU targets' arena and Vela
             tflite[profile.name] = report, model
@@ -376,31 +375,6 @@ def _apply_prune(source: SourceModel, opts: ExportOptions, progress: Progress) -
     source.notes.append(f"--prune: {spec.describe()} (the input file is unchanged)")
 
 
-def _attach_sparsity(
-    report: TargetReport, profile: TargetProfile, named: bytes, model: bytes, source: SourceModel
-) -> None:
-    """Per target: the pruned zeros that survived int8, and what they buy there (exporter.compress.sparsity)."""
-    from .compress.sparsity import sparsity_section
-
-    pruning = source.pruning
-    try:
-        section = sparsity_section(profile, model, source.keras_model, source.layers, named=named)
-    except EdgeportError as exc:
-        log.warning("sparsity not analysed: %s", exc)
-        section = None
-    if section is None and pruning is None:
-        return
-    section = section or {
-        "buys": ["no sparse weights: the model is dense (channel pruning makes it smaller, not sparser)"]
-    }
-    if pruning is not None:
-        section["pruning"] = pruning
-    survived = (section.get("zeros_survived") or {}).get("fraction")
-    if survived is not None and survived < 0.99:
-        report.warnings.append(f"Only {survived:.1%} of the pruned zeros are exact zeros in the int8 model.")
-    report.extra["sparsity"] = section
-
-
 def _recalibrate(
     source: SourceModel, opts: ExportOptions, evaluation: CalibrationSet | None, samples: int
 ) -> CalibrationSet:
@@ -430,71 +404,6 @@ def _reference_outputs(source: SourceModel, checked: CalibrationSet | None, sess
     return run_reference(source, fidelity_inputs(checked), float_model)
 
 
-def _export_target(
-    source: SourceModel,
-    profile: TargetProfile,
-    session: ConversionSession | None,
-    checked: CalibrationSet | None,
-    reference: list | None,
-    opts: ExportOptions,
-    guard: GuardSpec,
-    progress: Progress,
-) -> tuple[TargetReport, bytes]:
-    """Convert (or take the given .tflite), analyze, and apply the accuracy guard for one target."""
-    dense_choice = None
-    if session is None:
-        converted = Converted(source.tflite_bytes, {"scheme": "given .tflite (not reconverted)"})
-    else:
-        converted, dense_choice = convert_for_target(source, profile, session, checked, reference, opts)
-    report = analyze(source, profile, converted, checked, reference, opts)
-    if dense_choice is not None:
-        report.extra["dense_quantization"] = dense_choice.to_dict()
-    want_layers = (
-        session is not None and checked is not None and (opts.per_layer or guard.active or opts.eval is not None)
-    )
-    layer_rows = layer_error_rows(source, session, converted.model, checked) if want_layers else None
-    if guard.active and session is not None:
-        report, converted = guard_target(
-            guard, source, profile, session, converted, report, checked, reference, opts, layer_rows, progress
-        )
-        if layer_rows is not None and report.conversion.get("scheme") != converted.info.get("scheme"):
-            layer_rows = layer_error_rows(source, session, converted.model, checked)
-    if layer_rows is not None:
-        report.extra["layer_errors"] = layer_rows.to_dict()
-    report.extra["size_by_layer"] = layer_sizes(converted.model, source)
-    _name_flash_consumers(report)
-    model = converted.model
-    if profile.is_mcu and session is not None:
-        model = compact_for_flash(report, model)
-    if profile.is_mcu:
-        model = lut_for_flash(
-            report,
-            profile,
-            model,
-            session.calibration if session is not None else checked,
-            opts.arena_margin,
-            opts.lut,
-            source.keras_model is not None and is_clustered(source.keras_model),
-        )
-        vela_clustering(report, profile, session, config_for(profile, opts), model)
-    clustering_buys(report, profile, model)
-    prepare(profile, model, report, opts)
-    _attach_sparsity(report, profile, converted.model, model, source)
-    return report, model
-
-
-def _name_flash_consumers(report: TargetReport) -> None:
-    """An over-flash reason names the Keras layers that hold most of the weights (what to shrink first)."""
-    rows = sorted((r for r in report.extra.get("size_by_layer") or [] if r.get("bytes")), key=lambda r: -r["bytes"])
-    if not rows:
-        return
-    biggest = "; ".join(f"layer {r['layer']} {r['bytes']:,} B" for r in rows[:3])
-    for index, reason in enumerate(report.reasons):
-        if reason.startswith("flash needs ") and "Biggest" not in reason and " To fit (" in reason:
-            head, tail = reason.split(" To fit (", 1)
-            report.reasons[index] = f"{head} Biggest layers: {biggest}. To fit ({tail}"
-
-
 def _with_budgets(profile: TargetProfile, opts: ExportOptions) -> TargetProfile:
     """--flash-budget / --ram-budget replace the profile's budgets (the report shows the values used)."""
     if opts.flash_budget is None and opts.ram_budget is None:
@@ -505,4 +414,3 @@ def _with_budgets(profile: TargetProfile, opts: ExportOptions) -> TargetProfile:
         ram_budget_bytes=opts.ram_budget if opts.ram_budget is not None else profile.memory.ram_budget_bytes,
     )
     return replace(profile, memory=memory)
-

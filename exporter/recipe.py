@@ -491,7 +491,9 @@ def _export(step, model_path, recipe, folder, evaluation) -> tuple[tuple, str | 
             outputs = _int8_outputs(model_file.read_bytes(), evaluation[0])
             acc = float(np.mean(outputs.argmax(axis=-1) == class_labels(evaluation[1])))
             entry["int8_accuracy"] = round(acc, 4)
-            entry["accuracy_how"] = f"measured (host, {_runtime_for(model_file.read_bytes())}), int8 model on the evaluation data"
+            entry["accuracy_how"] = (
+                f"measured (host, {_runtime_for(model_file.read_bytes())}), int8 model on the evaluation data"
+            )
             worst = acc if worst is None else min(worst, acc)
         detail[report.target] = entry
     problem = None

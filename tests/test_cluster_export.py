@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 import exporter
-from cli_helpers import run_cli
 from exporter.verify.graph import TFLiteGraph
 
 K = 16
@@ -118,8 +118,19 @@ def test_a_model_clustered_by_compress_is_lut_compressed_on_export(mnist_cnn_pat
 
 
 def test_cluster_out_of_range_is_one_line_exit_2(capsys, mnist_cnn_path, calib, tmp_path):
-    run = run_cli(capsys, "export", mnist_cnn_path, "--target", "cortex-m4", "--calib", calib, "--cluster", "1",
-                  "-o", tmp_path / "o")
+    run = run_cli(
+        capsys,
+        "export",
+        mnist_cnn_path,
+        "--target",
+        "cortex-m4",
+        "--calib",
+        calib,
+        "--cluster",
+        "1",
+        "-o",
+        tmp_path / "o",
+    )
     assert run.code == 2
     assert "--cluster needs 2..128 values per channel" in run.error_line
     assert not (tmp_path / "o").exists()

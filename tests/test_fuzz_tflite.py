@@ -102,7 +102,7 @@ def test_api_entry_points_end_every_mutant_cleanly(mutants, entry):
     }
     for path, loads in mutants:
         try:
-            outcome = _outcome(lambda: calls[entry](path))
+            outcome = _outcome(lambda p=path: calls[entry](p))
         except AssertionError as exc:
             raise AssertionError(f"{path.name}: {exc}") from None
         except Exception as exc:  # noqa: BLE001 - the point of the test
@@ -131,7 +131,7 @@ def test_benchmark_paths_never_accept_what_litert_rejects(mutants, target):
     sample = [m for m in mutants if not m[1]] + random.Random(7).sample(loadable, BENCHMARKED_PER_PATH)
     for path, loads in sample:
         try:
-            outcome = _outcome(lambda: exporter.benchmark(path, target, runs=1, warmup=0))
+            outcome = _outcome(lambda p=path: exporter.benchmark(p, target, runs=1, warmup=0))
         except AssertionError as exc:
             raise AssertionError(f"{path.name}: {exc}") from None
         except Exception as exc:  # noqa: BLE001

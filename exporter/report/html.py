@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from .report import human_bytes
+from .report import CONVERSION_NOTES, human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +242,7 @@ def _model(model: Mapping[str, Any], calibration: Mapping[str, Any] | None, conv
         )
     if conversion.get("scheme"):
         items.append(f"conversion: {_e(conversion['scheme'])}")
-    items.extend(_e(conversion[key]) for key in ("clustering", "clustering_buys", "compaction", "lut", "vela_clustering", "gzip") if conversion.get(key))
+    items.extend(_e(conversion[key]) for key in CONVERSION_NOTES if conversion.get(key))
     if not items:
         return ""
     return "<h2>Model</h2><ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"

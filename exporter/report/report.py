@@ -21,6 +21,10 @@ VERDICT_NOT_SUPPORTED = "not supported"
 VERDICT_FORCED = "written with --force"
 
 
+#: One-line notes in a report's ``conversion`` section, in the order reports show them.
+CONVERSION_NOTES = ("clustering", "clustering_buys", "compaction", "lut", "vela_clustering", "gzip")
+
+
 @dataclass
 class Artifact:
     """A file edgeport wrote (or kept because it was unchanged)."""
@@ -222,7 +226,7 @@ def render_markdown(report: TargetReport, common: dict[str, Any]) -> str:
     if conv:
         lines += ["", "## Conversion", "", f"- {conv.get('scheme', '')}"]
         lines.extend(f"- {pin}" for pin in conv.get("input_quantization", []))
-        lines.extend(f"- {conv[key]}" for key in ("clustering", "clustering_buys", "compaction", "lut", "vela_clustering", "gzip") if conv.get(key))
+        lines.extend(f"- {conv[key]}" for key in CONVERSION_NOTES if conv.get(key))
         if "seconds" in conv:
             lines.append(f"- converter: {conv.get('converter', '')}, {conv['seconds']:.1f} s (measured)")
     ver = report.verification

@@ -177,10 +177,7 @@ def _set_flash_bytes(report: TargetReport, size: int) -> None:
             check.needed_bytes = size
 
 
-
-def vela_clustering(
-    report: TargetReport, profile: TargetProfile, session: Any, config: Any, model: bytes
-) -> None:
+def vela_clustering(report: TargetReport, profile: TargetProfile, session: Any, config: Any, model: bytes) -> None:
     """Ethos-U with --cluster: Vela's flash for the clustered model against the same model unclustered.
 
     Vela's weight encoder compresses runs of repeated values, so few distinct values per channel can
