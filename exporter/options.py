@@ -57,6 +57,10 @@ class ExportOptions:
     #: --cluster K: every int8 weight tensor keeps at most K values per output channel, chosen after
     #: quantization (exporter.compress.int8_cluster); TFLite Micro targets store them LUT-compressed.
     cluster: int | None = None
+    #: --train DATA with --cluster: k-means per kernel, fine-tuned with the centroids shared, before conversion.
+    train: str | None = None
+    train_samples: int = 60000
+    epochs: int = 2
     #: --lut auto|on|off: TFLite Micro targets store clustered weights LUT-compressed (exporter.steps.flash).
     lut: str = "auto"
     # Microcontroller firmware (Cortex-M / Ethos-U targets): see docs/firmware.md.

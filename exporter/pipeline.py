@@ -136,6 +136,8 @@ def _export(
         _apply_edgetpu_compat(source)
     if opts.prune is not None:
         _apply_prune(source, opts, progress)
+    if opts.cluster is not None and opts.train is not None:
+        _apply_cluster(source, opts, progress)
 
     progress.step("calibrate", "reading calibration data")
     calibration = None if source.is_tflite else _calibrate(source, opts)
@@ -346,6 +348,23 @@ def _apply_edgetpu_compat(source: SourceModel) -> None:
     source.keras_model, changes = edgetpu_compat_fixes(source.keras_model)
     source.layers = {layer.name: type(layer).__name__ for layer in source.keras_model.layers} | source.layers
     source.notes.extend(f"--edgetpu-compat: {change}" for change in changes)
+
+
+def _apply_cluster(source: SourceModel, opts: ExportOptions, progress: Progress) -> None:
+    """--cluster K --train DATA: K shared values per kernel, fine-tuned, before conversion; the int8 step
+    then keeps them (at most K values per channel) instead of choosing values no training has seen."""
+    if source.keras_model is None:
+        raise UsageError("--cluster with --train fine-tunes Keras weights; it needs a .keras or .h5 model.")
+    from .compress import ClusterSpec, cluster_model
+    from .compress.api import load_labelled
+
+    pre = {"input_range": opts.input_range, "mean": list(opts.mean or []) or None, "std": list(opts.std or []) or None}
+    train = load_labelled(opts.train, source.inputs, opts.train_samples, opts.seed, "Training", **pre)
+    progress.step("cluster", f"{opts.cluster} shared values per kernel, fine-tuned {opts.epochs} epoch(s)")
+    source.keras_model, report = cluster_model(
+        source.keras_model, ClusterSpec(clusters=opts.cluster), train=train, epochs=opts.epochs, seed=opts.seed
+    )
+    source.notes.append(f"--cluster {opts.cluster} --train: {report.summary()} (the input file is unchanged)")
 
 
 def _apply_prune(source: SourceModel, opts: ExportOptions, progress: Progress) -> None:

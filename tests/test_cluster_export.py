@@ -155,3 +155,30 @@ def test_lut_off_keeps_plain_tensors_on_the_mcu(mnist_cnn_path, calib, tmp_path)
     graph = TFLiteGraph.from_file(tmp_path / "model_int8.tflite")
     assert "CUSTOM:TFLM_DECODE" not in graph.op_counts()
     assert "lut_compression" not in _report(tmp_path)
+
+
+def test_cluster_with_train_fine_tunes_shared_values_then_ships_them_lut_compressed(
+    mnist_cnn_path, mnist_splits, calib, tmp_path
+):
+    import hashlib
+
+    x, y = mnist_splits["train"]
+    train = tmp_path / "train.npz"
+    np.savez(train, x=x[:2000], y=y[:2000])
+    before = hashlib.sha256(mnist_cnn_path.read_bytes()).hexdigest()
+    result = exporter.export(
+        mnist_cnn_path,
+        target="cortex-m4",
+        calib=str(calib),
+        output_dir=tmp_path / "o",
+        cluster=8,
+        train=f"{train}:x,y",
+        epochs=1,
+    )
+    assert hashlib.sha256(mnist_cnn_path.read_bytes()).hexdigest() == before, "the input model is never modified"
+    common_notes = " ".join(result.common["model"].get("notes", []))
+    assert "--cluster 8 --train" in common_notes
+    report = _report(tmp_path / "o")
+    assert report["lut_compression"]["shipped"] is True
+    assert max(t["bits"] for t in report["lut_compression"]["compressed"]) <= 3
+    assert report["fidelity"]["outputs"][0]["top1_agreement"] >= 0.9

@@ -79,8 +79,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--cluster",
         type=int,
         metavar="K",
-        help="keep at most K int8 values per output channel of every weight tensor (chosen after quantization); "
-        "TFLite Micro targets store them as ceil(log2 K)-bit lookup-table indices",
+        help="keep at most K int8 values per output channel of every weight tensor (chosen after quantization; "
+        "with --train, K shared values per kernel are fine-tuned first); TFLite Micro targets store them as "
+        "ceil(log2 K)-bit lookup-table indices",
     )
     fmt = parser.add_argument_group("formats")
     fmt.add_argument("--format", help="tflite, onnx or tflite,onnx (default: the target's; android-arm64 writes both)")
@@ -196,6 +197,9 @@ def run(args: argparse.Namespace) -> int:
         keep_workdir=args.debug,
         prune=spec_from_args(args),
         cluster=args.cluster,
+        train=args.train if args.cluster else None,
+        train_samples=args.train_samples,
+        epochs=args.epochs,
         lut=args.lut,
         c_name=args.c_name,
         depfile=args.depfile,
