@@ -182,3 +182,20 @@ def test_cluster_with_train_fine_tunes_shared_values_then_ships_them_lut_compres
     assert report["lut_compression"]["shipped"] is True
     assert max(t["bits"] for t in report["lut_compression"]["compressed"]) <= 3
     assert report["fidelity"]["outputs"][0]["top1_agreement"] >= 0.9
+
+
+def test_ethos_u_gets_the_plain_file_and_vela_flash_clustered_vs_unclustered(mnist_cnn_path, calib, tmp_path):
+    from exporter.devices.cortex_m import vela
+
+    if not vela.available():
+        pytest.skip("Vela (ethos-u-vela) is not installed: pip install 'edgeport[npu]'")
+    exporter.export(mnist_cnn_path, target="cortex-m55-ethos-u55", calib=str(calib), output_dir=tmp_path, cluster=K)
+    graph = TFLiteGraph.from_file(tmp_path / "model_int8.tflite")
+    assert "CUSTOM:TFLM_DECODE" not in graph.op_counts(), "Vela reads plain int8: no LUT for the Ethos-U"
+    assert _max_values_per_channel(graph) <= K
+    report = _report(tmp_path)
+    compared = report["vela_clustering"]
+    assert compared["clustered_flash_bytes"] > 0 and compared["unclustered_flash_bytes"] > 0
+    assert compared["clustered_flash_bytes"] <= compared["unclustered_flash_bytes"]
+    assert "Vela flash" in report["conversion"]["vela_clustering"]
+    assert report["cortex_m"]["vela"]["off_chip_flash_bytes"] == compared["clustered_flash_bytes"]
