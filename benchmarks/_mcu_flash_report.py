@@ -249,9 +249,10 @@ def reading(families: list[dict[str, Any]]) -> list[str]:
         lo, hi = min(s[2] for s in savings), max(s[2] for s in savings)
         larger = [f"{m} {c}" for m, c, s in savings if s < 0]
         out.append(
-            f"- Ethos-U: Vela compiles every clustered model; clustering makes Vela's flash smaller by {lo:.1%} to "
-            f"{hi:.1%} against the same model unclustered ({', '.join(f'{m} {c} {s:.1%}' for m, c, s in savings)})"
-            + (f"; it is larger for {', '.join(larger)}." if larger else ".")
+            f"- Ethos-U: Vela compiles every clustered model. Its flash against the same model unclustered goes from "
+            f"{hi:.1%} smaller to {-lo:.1%} {'larger' if lo < 0 else 'smaller'} "
+            f"({', '.join(f'{m} {c} {s:.1%}' for m, c, s in savings)}, saving)"
+            + (f"; clustering makes it larger for {', '.join(larger)}." if larger else ".")
         )
     big = [(f, r) for f in families for r in f["rows"] if r.ethos.get("vela_clustering")]
     big = [(f, r) for f, r in big if r.ethos["vela_clustering"]["flash_saving"] >= 0.10]
