@@ -70,6 +70,7 @@ def test_cortex_m_gets_a_smaller_lut_compressed_model_that_runs_bit_exact(export
     assert lut["compressed"] and all(t["bits"] <= 4 for t in lut["compressed"])
     assert lut["shipped"] is True
     assert report["memory"]["model_bytes"] == len(model)
+    assert report["memory"]["weights_bytes"] < len(model), "the weight figure is the shipped file's"
     flash = next(f for f in report["fit"] if f["resource"] == "flash")
     assert flash["needed_bytes"] >= len(model)
     # the firmware files describe the same model: its array, DECODE registered, the arena measured on it

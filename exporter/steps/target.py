@@ -62,6 +62,7 @@ def export_target(
     model = converted.model
     if profile.is_mcu and session is not None:
         model = compact_for_flash(report, model)
+    plain = model  # int8 tensors, as analysed: what the sparsity figures read
     if profile.is_mcu:
         model = lut_for_flash(
             report,
@@ -75,7 +76,7 @@ def export_target(
         vela_clustering(report, profile, session, config_for(profile, opts), model)
     clustering_buys(report, profile, model)
     prepare(profile, model, report, opts)
-    _attach_sparsity(report, profile, converted.model, model, source)
+    _attach_sparsity(report, profile, converted.model, plain, source)
     return report, model
 
 
