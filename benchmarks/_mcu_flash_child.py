@@ -13,11 +13,8 @@ loaded in the process being timed. Two modes:
 
 from __future__ import annotations
 
-import gc
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -79,21 +76,9 @@ def latency(request: dict[str, Any]) -> dict[str, Any]:
             interp.invoke()
         interps.append(interp)
     rounds, batch = request["rounds"], request["batch"]
-    medians: list[list[float]] = [[] for _ in interps]
-    clock = time.perf_counter_ns
-    gc.disable()
-    for r in range(rounds):
-        order = list(range(len(interps)))
-        order = order[r % len(order) :] + order[: r % len(order)]
-        for k in order:
-            invoke = interps[k].invoke
-            times = []
-            for _ in range(batch):
-                t0 = clock()
-                invoke()
-                times.append((clock() - t0) / 1e6)
-            medians[k].append(statistics.median(times))
-    gc.enable()
+    from _interleave import rotating_rounds  # beside this script, first on sys.path
+
+    _, medians = rotating_rounds([i.invoke for i in interps], rounds, batch)
     return {"ok": True, "round_medians_ms": medians}
 
 

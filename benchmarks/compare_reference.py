@@ -51,7 +51,6 @@ def interleave(paths: list[str], rounds: int, batch: int, seed: int = 0) -> dict
     Every model sees the same conditions (CPU frequency, cache, neighbours) spread over the whole run,
     so a drift of the machine cancels out of the ratio instead of landing on whichever ran second.
     """
-    import gc
 
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
@@ -72,23 +71,9 @@ def interleave(paths: list[str], rounds: int, batch: int, seed: int = 0) -> dict
         for _ in range(50):
             interp.invoke()
         interps.append(interp)
-    timings: list[list[float]] = [[] for _ in paths]
-    round_medians: list[list[float]] = [[] for _ in paths]
-    clock = time.perf_counter_ns
-    gc.disable()
-    for r in range(rounds):
-        order = list(range(len(paths)))
-        order = order[r % len(order) :] + order[: r % len(order)]
-        for k in order:
-            invoke = interps[k].invoke
-            batch_times = []
-            for _ in range(batch):
-                t0 = clock()
-                invoke()
-                batch_times.append((clock() - t0) / 1e6)
-            timings[k].extend(batch_times)
-            round_medians[k].append(statistics.median(batch_times))
-    gc.enable()
+    from _interleave import rotating_rounds  # benchmarks/ is on sys.path: this runs as a script's child
+
+    timings, round_medians = rotating_rounds([i.invoke for i in interps], rounds, batch)
     return {
         "medians_ms": [statistics.median(t) for t in timings],
         "round_medians_ms": round_medians,
