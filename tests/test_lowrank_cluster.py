@@ -112,7 +112,7 @@ def test_cluster_16_keeps_accuracy_and_shrinks_gzip_int8(dense_cnn, mnist_splits
     for label, model in (("plain", dense_cnn), ("clustered", clustered)):
         path = tmp_path / f"{label}.keras"
         model.save(path)
-        export(path, "cortex-m4", str(tmp_path / "calib.npy"), output_dir=tmp_path / label)
+        export(path, "cortex-m4", str(tmp_path / "calib.npy"), output_dir=tmp_path / label, lut="off")
         blob = (tmp_path / label / "model_int8.tflite").read_bytes()
         sizes[label] = (len(blob), len(gzip.compress(blob, 9)))
         if label == "clustered":
@@ -121,8 +121,13 @@ def test_cluster_16_keeps_accuracy_and_shrinks_gzip_int8(dense_cnn, mnist_splits
         else:
             assert max(int8_distinct_values(blob).values()) > 16
     print(sizes)
-    assert sizes["clustered"][0] == pytest.approx(sizes["plain"][0], rel=0.02)  # same raw int8 size
+    assert sizes["clustered"][0] == pytest.approx(sizes["plain"][0], rel=0.02)  # plain int8 tensors: same size
     assert sizes["clustered"][1] <= 0.75 * sizes["plain"][1]  # >= 25% smaller gzip
+    # with the default --lut auto, TFLite Micro gets the clustered kernels as 4-bit lookup-table indices
+    export(tmp_path / "clustered.keras", "cortex-m4", str(tmp_path / "calib.npy"), output_dir=tmp_path / "lut")
+    lut = (tmp_path / "lut" / "model_int8.tflite").read_bytes()
+    assert b"TFLM_DECODE" in lut
+    assert len(lut) <= 0.75 * sizes["plain"][0]
 
 
 def test_cluster_spec_errors():

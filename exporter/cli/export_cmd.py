@@ -122,7 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--dense-quant",
         choices=["auto", "per-channel", "per-tensor"],
         default="auto",
-        help="Dense weight quantization on MCUs; auto: weighs arena, flash and fidelity (docs/firmware.md; default)",
+        help=f"Dense weight quantization on MCUs; auto: weighs arena, flash and fidelity (default; {doc('firmware.md')})",
     )
     fw.add_argument(
         "--arena-margin", type=float, default=10.0, metavar="PCT", help="margin over the measured arena (default 10)"
