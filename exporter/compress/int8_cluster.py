@@ -18,13 +18,14 @@ in place: same buffer, same size, every other byte of the file unchanged.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from ..errors import UsageError
+from .int8_stats import InputStats, bias_shift, element_weights
 from .lut_rules import ConstTensor, read_constants, tensor_rule
 
 
@@ -42,6 +43,10 @@ class TensorCluster:
     changed: int
     mean_abs_error_lsb: float
     mean_abs_error: float
+    #: Clustered with each weight's error weighted by its input's E[x^2] (exporter.compress.int8_stats).
+    weighted: bool = False
+    #: Output channels whose int32 bias absorbed the clustering's mean output shift.
+    bias_corrected: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -81,10 +86,17 @@ class Int8ClusterReport:
 
     def summary(self) -> str:
         worst = max((t.distinct_after for t in self.tensors), default=0)
+        weighted = sum(t.weighted for t in self.tensors)
+        how = (
+            f"; {weighted} weighted by their inputs' E[x^2] on the calibration data, "
+            f"{sum(t.bias_corrected for t in self.tensors):,} output channels' biases corrected for the mean shift"
+            if weighted
+            else ""
+        )
         return (
             f"int8 clustering K={self.clusters}: {len(self.tensors)} tensors, {self.changed:,} of "
             f"{self.weights:,} weights moved (mean |error| {self.mean_abs_error_lsb:.3f} LSB), "
-            f"at most {worst} values per channel; {len(self.skipped)} left alone"
+            f"at most {worst} values per channel{how}; {len(self.skipped)} left alone"
         )
 
 
@@ -131,11 +143,16 @@ def optimal_levels(values: np.ndarray, counts: np.ndarray, k: int) -> np.ndarray
     return out
 
 
-def cluster_channels(rows: np.ndarray, k: int) -> np.ndarray:
-    """Each row of int8 ``rows`` ([channels, elements]) rounded to at most ``k`` int8 values (a copy)."""
+def cluster_channels(rows: np.ndarray, k: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Each row of int8 ``rows`` ([channels, elements]) rounded to at most ``k`` int8 values (a copy).
+
+    ``weights`` (one per element of a row) makes it a weighted k-means: an element's squared error
+    counts ``weights[j]`` times (the importance of its input feature)."""
     out = np.empty_like(rows)
     for r, row in enumerate(rows):
         values, inverse, counts = np.unique(row, return_inverse=True, return_counts=True)
+        if weights is not None:
+            counts = np.bincount(inverse, weights=weights, minlength=len(values))
         levels = optimal_levels(values.astype(np.int64), counts, k)
         out[r] = levels[inverse].astype(rows.dtype)
     return out
@@ -147,13 +164,18 @@ def _matches(name: str, skip: Iterable[str]) -> bool:
     return any(s == name or s in parts for s in skip)
 
 
-def cluster_int8(model: bytes, clusters: int, *, skip: Iterable[str] = ()) -> tuple[bytes, Int8ClusterReport]:
+def cluster_int8(
+    model: bytes, clusters: int, *, skip: Iterable[str] = (), stats: Mapping[int, InputStats] | None = None
+) -> tuple[bytes, Int8ClusterReport]:
     """Rewrite every LUT-eligible constant int8 tensor of ``model`` to at most ``clusters`` values per channel.
 
     Eligible: int8, constant, and every reader allowed by :func:`tensor_rule` (so the tensor can
     later be LUT-compressed in the layout the rule gives). The channels are the rule's value tables.
     ``skip`` names tensors (or layers: a '/'-separated part of a tensor name) to leave alone. Returns
-    the new model (same length; only those tensors' bytes differ) and the report. Raises
+    the new model (same length; only those tensors' bytes differ, and with ``stats`` their ops' int32
+    biases) and the report. ``stats`` (:func:`exporter.compress.int8_stats.input_stats`, by weight tensor
+    index) weights each weight's error by its input's E[x^2] and moves the mean output shift into the
+    bias (exact integer units). Raises
     :class:`UsageError` for ``clusters`` outside 2..256 and :class:`InputModelError` for a bad model.
     """
     if isinstance(clusters, bool) or not isinstance(clusters, int) or not 2 <= clusters <= 256:
@@ -166,7 +188,8 @@ def cluster_int8(model: bytes, clusters: int, *, skip: Iterable[str] = ()) -> tu
     done: list[TensorCluster] = []
     skipped: dict[str, str] = {}
     by_buffer: dict[int, list[ConstTensor]] = {}
-    for tensor in read_constants(model):
+    constants = read_constants(model)
+    for tensor in constants:
         if tensor.dtype == "int8":
             by_buffer.setdefault(tensor.buffer, []).append(tensor)
     for aliases in by_buffer.values():
@@ -177,12 +200,40 @@ def cluster_int8(model: bytes, clusters: int, *, skip: Iterable[str] = ()) -> tu
             continue
         values = tensor.array(model)
         rows = tensor.channels(values)
-        new_rows = cluster_channels(rows, clusters)
+        seen = (stats or {}).get(tensor.index) if len(aliases) == 1 else None
+        weights = element_weights(seen, rows.shape[1]) if seen is not None else None
+        new_rows = cluster_channels(rows, clusters, weights)
         new = _unrows(new_rows, tensor)
         out[tensor.offset : tensor.offset + tensor.nbytes] = new.tobytes()
-        done.append(_describe(tensor, rows, new_rows))
+        corrected = _correct_bias(out, constants, seen, tensor, new.astype(np.int64) - values) if seen else 0
+        done.append(replace(_describe(tensor, rows, new_rows), weighted=seen is not None, bias_corrected=corrected))
     _check(bytes(model), bytes(out), clusters, done)
     return bytes(out), Int8ClusterReport(clusters, tuple(done), skipped)
+
+
+def _correct_bias(
+    out: bytearray, constants: Sequence[ConstTensor], seen: InputStats, tensor: ConstTensor, delta: np.ndarray
+) -> int:
+    """Subtract the clustering's mean accumulator shift from the op's int32 bias, when that bias is its alone."""
+    bias = next(
+        (
+            c
+            for c in constants
+            if c.dtype == "int32"
+            and len(c.uses) == 1
+            and c.uses[0].op_index == seen.op_index
+            and c.uses[0].position == 2
+            and c.shared is None
+        ),
+        None,
+    )
+    if bias is None or bias.size != tensor.shape[0]:
+        return 0
+    shift = bias_shift(delta.reshape(tensor.shape[0], -1), seen)
+    values = bias.array(bytes(out)).astype(np.int64) - shift
+    info = np.iinfo(np.int32)
+    out[bias.offset : bias.offset + bias.nbytes] = np.clip(values, info.min, info.max).astype("<i4").tobytes()
+    return int(np.count_nonzero(shift))
 
 
 def max_distinct_per_channel(tensor: ConstTensor, model: bytes) -> int:

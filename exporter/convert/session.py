@@ -121,8 +121,11 @@ class ConversionSession:
             clustering = None
             if config.int8_clusters:
                 from ..compress.int8_cluster import cluster_int8
+                from ..compress.int8_stats import MAX_SAMPLES, input_stats
 
-                model, clustered = cluster_int8(model, config.int8_clusters)
+                count = min(MAX_SAMPLES, calibration.count)
+                samples = [[a[i : i + 1] for a in calibration.arrays] for i in range(count)]
+                model, clustered = cluster_int8(model, config.int8_clusters, stats=input_stats(model, samples))
                 clustering = clustered
             info = {
                 "scheme": config.describe(),
