@@ -16,6 +16,7 @@ from .profiles import IO_DTYPES
 
 INPUT_RANGES = ("0,1", "-1,1", "0,255")
 DENSE_QUANT = ("auto", "per-channel", "per-tensor")
+LUT_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -103,8 +104,8 @@ class ExportOptions:
                 f"--cluster needs 2..128 values per channel; received {self.cluster}.",
                 hint="TFLite Micro's lookup tables take 1..7-bit indices: 16 (4-bit) is a good start.",
             )
-        if self.lut not in ("auto", "on", "off"):
-            raise UsageError(f"--lut must be auto, on or off; received {self.lut!r}.")
+        if self.lut not in LUT_MODES:
+            raise UsageError(f"--lut must be one of {', '.join(LUT_MODES)}; received {self.lut!r}.")
         self._check_firmware()
 
     def _check_firmware(self) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 from .atomic import scratch_dir
 from .calibrate.dataset import CalibrationSet
 from .convert.session import ConversionSession
-from .errors import CalibrationDataError, InputModelError, NotSupportedError, OutputPathError
+from .errors import CalibrationDataError, InputModelError, NotSupportedError, OutputPathError, UsageError
 from .guard import GuardSpec
 from .load.model import SourceModel
 from .options import ExportOptions
@@ -108,6 +108,12 @@ def export(
     out_dirs = _plan_outputs(model_path, profiles, opts)
     precheck_model(model_path)  # an empty, truncated or mislabelled file is refused before the TF import
     if model_path.suffix.lower() == ".tflite":
+        if opts.cluster is not None:
+            raise UsageError(
+                f"--cluster re-chooses the int8 weights of a conversion; {model_path.name} is already a .tflite "
+                "and is not converted again.",
+                hint="Export the Keras or SavedModel source with --cluster K.",
+            )
         return _export(model_path, profiles, out_dirs, opts, progress)
     # One converter host, started now so its TensorFlow import overlaps this process's. Every conversion
     # and tf2onnx queue for it: a second host's import (3.5 s of CPU) slowed each export on 2 cores more

@@ -200,3 +200,13 @@ def test_ethos_u_gets_the_plain_file_and_vela_flash_clustered_vs_unclustered(mni
     assert compared["clustered_flash_bytes"] <= compared["unclustered_flash_bytes"]
     assert "Vela flash" in report["conversion"]["vela_clustering"]
     assert report["cortex_m"]["vela"]["off_chip_flash_bytes"] == compared["clustered_flash_bytes"]
+
+
+def test_cluster_on_a_tflite_is_one_line_exit_2(capsys, exports, tmp_path):
+    """A .tflite is not converted again, so --cluster cannot apply: refused before anything runs or is written."""
+    given = exports["plain"] / "cortex-m4" / "model_int8.tflite"
+    run = run_cli(capsys, "export", given, "--target", "cortex-m4", "--cluster", "16", "-o", tmp_path / "o")
+    assert run.code == 2
+    assert "--cluster re-chooses the int8 weights of a conversion" in run.error_line
+    assert "Traceback" not in run.err
+    assert not (tmp_path / "o").exists()

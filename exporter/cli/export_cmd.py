@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..guides import doc
-from ..options import ExportOptions, parse_bytes, parse_floats, parse_shape
+from ..options import LUT_MODES, ExportOptions, parse_bytes, parse_floats, parse_shape
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -129,7 +129,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     fw.add_argument(
         "--lut",
-        choices=["auto", "on", "off"],
+        choices=LUT_MODES,
         default="auto",
         help="TFLite Micro lookup-table compression of weights (DECODE ops; saves flash, decoded weights use arena "
         "RAM); auto: when the weights are clustered (--cluster, or a model 'edgeport compress --cluster' wrote)",

@@ -108,6 +108,30 @@ def _walk(model: Any) -> list[Any]:
     return out
 
 
+#: A Keras model counts as clustered (``--lut auto`` then LUT-compresses it for TFLite Micro) when at least
+#: this share of its Conv/Dense kernel weights sit in kernels with at most 2**7 distinct float values (a
+#: trained kernel has as many as it has weights). Judged on the float model, not the int8 file: VWW's int8
+#: file holds channels of zeros (1 value) that a per-channel count would take for clustering.
+CLUSTERED_SHARE = 0.5
+
+
+def is_clustered(model: Any) -> bool:
+    """Most Conv/Dense kernel weights hold few distinct values: the model was clustered (edgeport compress
+    --cluster, a recipe's cluster step, or tfmot's weight clustering)."""
+    total = few = 0
+    for layer in _walk(model):
+        kernel = getattr(layer, "kernel", None)
+        if kernel is None or type(layer).__name__ not in ("Conv2D", "DepthwiseConv2D", "Dense", "Conv1D"):
+            continue
+        values = np.asarray(kernel)
+        if values.size < 256:
+            continue
+        total += values.size
+        if np.unique(values).size <= 128:
+            few += values.size
+    return total > 0 and few >= CLUSTERED_SHARE * total
+
+
 def _kernels(model: Any, spec: ClusterSpec, report: ClusterReport) -> list[Any]:
     names = {layer.name for layer in _walk(model)}
     unknown = [n for n in spec.skip if n not in names]

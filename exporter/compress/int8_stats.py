@@ -75,13 +75,10 @@ def input_stats(model: bytes, samples: Sequence[Sequence[np.ndarray]]) -> dict[i
 
 
 def _quantized(sample: np.ndarray, detail: dict) -> np.ndarray:
-    shape, dtype = tuple(detail["shape"]), np.dtype(detail["dtype"])
-    sample = sample.reshape(shape)
-    if np.issubdtype(dtype, np.integer) and np.issubdtype(sample.dtype, np.floating):
-        scale, zero = detail["quantization"]
-        info = np.iinfo(dtype)
-        sample = np.clip(np.round(sample / (scale or 1.0)) + zero, info.min, info.max)
-    return sample.astype(dtype)
+    from ..analyze.inference import quantize
+
+    scale, zero = detail["quantization"]
+    return quantize(sample.reshape(tuple(detail["shape"])), np.dtype(detail["dtype"]), scale, zero)
 
 
 def element_weights(stats: InputStats, row_length: int) -> np.ndarray:

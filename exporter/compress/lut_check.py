@@ -114,9 +114,7 @@ def check_bit_exact(
     """
     samples = _samples(inputs)
     with scratch_dir("edgeport-lutcheck-") as work:
-        np.savez(
-            work / "inputs.npz", **{f"s{i}_{j}": a for i, arrays in enumerate(samples) for j, a in enumerate(arrays)}
-        )
+        _write_inputs(work, samples)
         ref = _run_child(reference, "reference", work, arena, timeout_s)
         if ref.get("error"):
             raise NotSupportedError(f"TFLite Micro cannot run the uncompressed model: {ref['error']}.")
@@ -141,14 +139,17 @@ def tflm_outputs(model: bytes, inputs: Sequence[Any], *, timeout_s: float = DEFA
     LUT-compressed file, which LiteRT cannot load (no DECODE kernel), is evaluated on the host."""
     samples = _samples(inputs)
     with scratch_dir("edgeport-tflm-run-") as work:
-        np.savez(
-            work / "inputs.npz", **{f"s{i}_{j}": a for i, arrays in enumerate(samples) for j, a in enumerate(arrays)}
-        )
+        _write_inputs(work, samples)
         got = _run_child(model, "run", work, False, timeout_s)
         if got.get("error"):
             raise NotSupportedError(f"TFLite Micro cannot run the model: {got['error']}.")
         with np.load(got["outputs_path"]) as data:
             return [np.stack([data[f"s{i}_{k}"][0] for i in range(len(samples))]) for k in range(got["outputs"])]
+
+
+def _write_inputs(work: Path, samples: list[list[np.ndarray]]) -> None:
+    """The samples every child reads, keyed ``s<sample>_<input>``."""
+    np.savez(work / "inputs.npz", **{f"s{i}_{j}": a for i, arrays in enumerate(samples) for j, a in enumerate(arrays)})
 
 
 def _samples(inputs: Sequence[Any]) -> list[list[np.ndarray]]:
@@ -249,11 +250,12 @@ def _fit(sample: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
         raise ValueError(f"a sample of shape {list(sample.shape)} for an input of shape {list(shape)}")
     sample = sample.reshape(shape)
     if np.issubdtype(sample.dtype, np.floating) and np.issubdtype(dtype, np.integer):
+        from ..analyze.inference import quantize
+
         quant = detail.get("quantization_parameters") or {}
         scale = float((list(quant.get("scales", [])) or [1.0])[0]) or 1.0
         zero = int((list(quant.get("zero_points", [])) or [0])[0])
-        info = np.iinfo(dtype)
-        sample = np.clip(np.round(sample / scale) + zero, info.min, info.max)
+        sample = quantize(sample, dtype, scale, zero)
     return np.ascontiguousarray(sample.astype(dtype))
 
 

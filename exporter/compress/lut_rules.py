@@ -28,18 +28,9 @@ import numpy as np
 from ai_edge_litert import schema_py_generated as schema
 
 from ..errors import InputModelError
+from ..verify.graph import BUILTIN_NAMES, NUMPY_DTYPES, TYPE_NAMES
 from ..verify.integrity import CORRUPT_HINT, check_tflite_bytes
 
-_BUILTIN_NAMES: dict[int, str] = {
-    v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)
-}
-_TYPE_NAMES: dict[int, str] = {
-    v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_") and isinstance(v, int)
-}
-NUMPY_DTYPES: dict[str, type] = {
-    "bool": np.bool_, "float32": np.float32, "int8": np.int8, "int16": np.int16, "int32": np.int32, "int64": np.int64,
-    "uint8": np.uint8,
-}  # fmt: skip
 #: Tensor types DecodeStateLut::Decode writes (others fail at Invoke with "unsupported tensor type").
 DECODE_DTYPES = frozenset({"bool", "float32", "int8", "int16", "int32", "int64"})
 #: The name :func:`op_names` gives TFLite Micro's DECODE operator.
@@ -151,7 +142,7 @@ def _root(model: bytes | bytearray, source: str) -> schema.Model:
 
 def _op_name(root: schema.Model, op: schema.Operator) -> str:
     code = root.OperatorCodes(op.OpcodeIndex())
-    name = _BUILTIN_NAMES.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "UNKNOWN")
+    name = BUILTIN_NAMES.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "UNKNOWN")
     if name == "CUSTOM":
         name = f"CUSTOM:{(code.CustomCode() or b'').decode('utf-8', 'replace')}"
     return name
@@ -193,7 +184,7 @@ def read_constants(model: bytes | bytearray, source: str = "The model") -> tuple
     found = []
     for index in range(main.TensorsLength()):
         tensor = main.Tensors(index)
-        dtype = _TYPE_NAMES.get(tensor.Type(), str(tensor.Type()))
+        dtype = TYPE_NAMES.get(tensor.Type(), str(tensor.Type()))
         located = _locate(root.Buffers(tensor.Buffer())) if 0 < tensor.Buffer() < root.BuffersLength() else None
         if located is None or dtype not in NUMPY_DTYPES:
             continue

@@ -24,38 +24,6 @@ log = logging.getLogger(__name__)
 LUT_RUNTIMES = ("tflite-micro",)
 #: Samples the bit-exactness check invokes both models on (the calibration set's first ones).
 CHECK_SAMPLES = 16
-#: ``--lut auto`` compresses a Keras model whose weights are clustered: at least this share of the
-#: weights of its Conv/Dense kernels sit in kernels with at most 2**7 distinct float values (a trained
-#: kernel has as many as it has weights). Detected on the float model, not the int8 file: VWW's int8
-#: file holds channels of zeros (1 value) that a per-channel count would take for clustering.
-CLUSTERED_SHARE = 0.5
-LUT_MODES = ("auto", "on", "off")
-
-
-def is_clustered(keras_model: Any) -> bool:
-    """Most Conv/Dense kernel weights hold few distinct values: the model was clustered (edgeport compress
-    --cluster, a recipe's cluster step, or tfmot's weight clustering)."""
-    import numpy as np
-
-    total = few = 0
-    for layer in _layers(keras_model):
-        kernel = getattr(layer, "kernel", None)
-        if kernel is None or type(layer).__name__ not in ("Conv2D", "DepthwiseConv2D", "Dense", "Conv1D"):
-            continue
-        values = np.asarray(kernel)
-        if values.size < 256:
-            continue
-        total += values.size
-        if np.unique(values).size <= 128:
-            few += values.size
-    return total > 0 and few >= CLUSTERED_SHARE * total
-
-
-def _layers(model: Any) -> list[Any]:
-    found = []
-    for layer in getattr(model, "layers", []):
-        found.extend(_layers(layer) if hasattr(layer, "layers") else [layer])
-    return found
 
 
 def compact_for_flash(report: TargetReport, model: bytes) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 from ..calibrate.dataset import CalibrationSet
+from ..compress.cluster import is_clustered
 from ..convert.session import ConversionSession, Converted
 from ..devices import prepare
 from ..errors import EdgeportError
@@ -20,7 +21,7 @@ from ..progress import Progress
 from ..report.report import TargetReport
 from .analysis import analyze, config_for, layer_error_rows, layer_sizes
 from .converting import convert_for_target
-from .flash import clustering_buys, compact_for_flash, is_clustered, lut_for_flash, vela_clustering
+from .flash import clustering_buys, compact_for_flash, lut_for_flash, vela_clustering
 from .guarding import guard_target
 
 log = logging.getLogger(__name__)

@@ -32,10 +32,10 @@ from .layers import keras3_scoped, layer_for_tensor
 
 _FILE_IDENTIFIER = b"TFL3"
 
-_BUILTIN_NAMES: dict[int, str] = {
+BUILTIN_NAMES: dict[int, str] = {
     v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)
 }
-_TYPE_NAMES: dict[int, str] = {
+TYPE_NAMES: dict[int, str] = {
     v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_") and isinstance(v, int)
 }
 _ACTIVATIONS: dict[int, str] = {
@@ -53,7 +53,7 @@ ITEMSIZE: dict[str, int] = {
     "int8": 1, "complex128": 16, "uint64": 8, "resource": 0, "variant": 0, "uint32": 4,
     "uint16": 2, "int4": 1, "int2": 1, "uint4": 1,
 }  # fmt: skip
-_NUMPY_DTYPES: dict[str, Any] = {
+NUMPY_DTYPES: dict[str, Any] = {
     "float32": np.float32, "float16": np.float16, "float64": np.float64, "int8": np.int8, "uint8": np.uint8,
     "int16": np.int16, "uint16": np.uint16, "int32": np.int32, "uint32": np.uint32, "int64": np.int64,
     "uint64": np.uint64, "bool": np.bool_,
@@ -323,7 +323,7 @@ def _snake(name: str) -> str:
 
 def _op_name(code: Any) -> tuple[str, str | None]:
     builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
-    name = _BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")
+    name = BUILTIN_NAMES.get(builtin, f"BUILTIN_{builtin}")
     if name == "CUSTOM":
         custom = _decode(code.customCode)
         return (custom if custom.startswith("Flex") else f"CUSTOM:{custom}"), custom
@@ -343,7 +343,7 @@ def _buffer_bytes(buffer: Any, whole: bytes | bytearray | None) -> bytes | None:
 def _tensor(index: int, raw: Any, data: bytes | None) -> Tensor:
     shape = _as_tuple(raw.shape)
     signature = _as_tuple(raw.shapeSignature) or shape
-    dtype = _TYPE_NAMES.get(int(raw.type), f"type_{raw.type}")
+    dtype = TYPE_NAMES.get(int(raw.type), f"type_{raw.type}")
     q = raw.quantization
     scale = tuple(float(s) for s in _as_tuple(q.scale)) if q is not None else ()
     zero_point = tuple(int(z) for z in _as_tuple(q.zeroPoint)) if q is not None else ()
@@ -420,8 +420,8 @@ def _build(model: Any, whole: bytes | bytearray) -> TFLiteGraph:
         data = _buffer_bytes(buffers[raw.buffer], whole) if 0 < raw.buffer < len(buffers) else None
         tensor = _tensor(index, raw, data)
         tensors.append(tensor)
-        if data is not None and tensor.dtype in _NUMPY_DTYPES:
-            array = np.frombuffer(data, dtype=_NUMPY_DTYPES[tensor.dtype])
+        if data is not None and tensor.dtype in NUMPY_DTYPES:
+            array = np.frombuffer(data, dtype=NUMPY_DTYPES[tensor.dtype])
             if array.size == math.prod(tensor.shape):
                 values[index] = array.reshape(tensor.shape)
     other = tuple(op for i, sg in enumerate(model.subgraphs[1:], start=1) for op in _ops(sg, model, i, {}))
