@@ -116,11 +116,11 @@ def export(
             )
         return _export(model_path, profiles, out_dirs, opts, progress)
     # One converter host, started now so its TensorFlow import overlaps this process's. Every conversion
-    # and tf2onnx queue for it: a second host's import (3.5 s of CPU) slowed each export on 2 cores more
-    # than running them side by side gained (benchmarks/speed_results.md: VWW --target all 10.0 s with two
-    # hosts, 9.0 s with one; MobileNetV2 15.2 s vs 15.3 s).
-    with WorkerPool(size=1).active() as pool:
-        pool.warm(1)
+    # and tf2onnx run in processes it forks, two at a time on 2+ cores: tf2onnx then runs beside the int8
+    # conversion without a second TensorFlow import (a second host's import, 3.5 s of CPU, cost more than
+    # the overlap gained; benchmarks/speed_results.md).
+    with WorkerPool().active() as pool:
+        pool.warm()
         return _export(model_path, profiles, out_dirs, opts, progress)
 
 

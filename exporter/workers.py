@@ -1,14 +1,12 @@
-"""Long-lived worker children for one export (see :mod:`exporter.workerhost` for the child side).
+"""The converter host of one export (see :mod:`exporter.workerhost` for the child side).
 
 An export converts the same model several times (the int8 model per quantization config, the
-per-tensor Dense candidate, the float reference); each one-shot child paid a fresh TensorFlow import.
-A :class:`WorkerPool` starts its first host as soon as the export begins, so that host's TensorFlow
-import overlaps the parent's, and reuses hosts for every request. Up to ``size`` requests run at
-once (default one per core, at most 2: a host holds a TensorFlow and the model; an export uses one,
-see exporter.pipeline). A host that crashes (the
-calibrator's segfault on a non-unrolled LSTM) ends only the request it was running; the caller sees
-the same :class:`~exporter.childproc.ChildRun` as from a one-shot child, and the next request gets a
-new host. Only standard-library imports at module level.
+per-tensor Dense candidate, the float reference) and runs tf2onnx; each one-shot child paid a fresh
+TensorFlow import. A :class:`WorkerPool` starts one host as soon as the export begins, so its TensorFlow
+import overlaps the parent's, and every request runs in a process the host forks: up to ``size`` at
+once, none paying an import. A request whose process crashes (the calibrator's segfault on a
+non-unrolled LSTM) ends alone; the caller sees the same :class:`~exporter.childproc.ChildRun` as from a
+one-shot child. Only standard-library imports at module level.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import contextlib
 import contextvars
 import json
 import os
-import selectors
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,8 +30,17 @@ from .childproc import ChildRun, WorkerFiles, child_env, run_worker
 _ACTIVE: contextvars.ContextVar[WorkerPool | None] = contextvars.ContextVar("edgeport_pool", default=None)
 
 
+class _Request:
+    """One request's state on a host: the child's pid once started, its exit status once ended."""
+
+    def __init__(self) -> None:
+        self.pid: int | None = None
+        self.status: int | None = None
+        self.done = threading.Event()
+
+
 class _Host:
-    """One ``python -m exporter.workerhost`` child and its log."""
+    """One ``python -m exporter.workerhost`` child: it forks a process per request, so several run at once."""
 
     def __init__(self, log_dir: Path, index: int, env: dict[str, str]) -> None:
         self.log_path = log_dir / f"host{index}.log"
@@ -45,61 +52,106 @@ class _Host:
             stderr=self._log,
             env=env,
         )
-        self._ready = False
+        self._lock = threading.Lock()
+        self._requests: dict[int, _Request] = {}
+        self._next_id = 0
+        self._ready = threading.Event()
+        self._dead = threading.Event()
+        threading.Thread(target=self._read_replies, name="edgeport-host-reader", daemon=True).start()
+
+    def _read_replies(self) -> None:
+        """Route the host's protocol lines to the waiting requests; at EOF the host is gone, and so are they."""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                reply = json.loads(line)
+            except ValueError:
+                continue
+            if reply.get("ready"):
+                self._ready.set()
+                continue
+            with self._lock:
+                request = self._requests.get(reply.get("id"))
+            if request is None:
+                continue
+            if "pid" in reply:
+                request.pid = int(reply["pid"])
+            if "status" in reply:
+                request.status = int(reply["status"])
+                request.done.set()
+        self.proc.wait()
+        self._dead.set()
+        with self._lock:
+            for request in self._requests.values():
+                request.done.set()  # status None: the host died under it
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return not self._dead.is_set() and self.proc.poll() is None
 
-    def _reply(self, deadline: float) -> dict[str, Any] | None:
-        """The host's next protocol line; None when it died first. TimeoutExpired after ``deadline``."""
-        assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.proc.stdout, selectors.EVENT_READ)
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise subprocess.TimeoutExpired(self.proc.args, 0)
-                if selector.select(timeout=min(left, 1.0)):
-                    line = self.proc.stdout.readline()
-                    if not line:
-                        self.proc.wait()
-                        return None
-                    return json.loads(line)
-                if not self.alive():
-                    return None
+    def _wait_ready(self, deadline: float) -> bool:
+        while not self._ready.wait(timeout=0.05):
+            if self._dead.is_set():
+                return False
+            if time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(self.proc.args, 0)
+        return True
 
     def run(self, module: str, request_path: Path, log_path: Path, timeout_s: float) -> int | None:
-        """Exit status of the request (None: the host died running it); the request's log goes to ``log_path``."""
+        """Exit status of the request (None: the host died before it ended); its output goes to ``log_path``."""
         deadline = time.monotonic() + timeout_s
-        start = self.log_path.stat().st_size
+        request = _Request()
+        with self._lock:
+            self._next_id += 1
+            ident = self._next_id
+            self._requests[ident] = request
         try:
-            if not self._ready:
-                if self._reply(deadline) is None:
+            try:
+                if not self._wait_ready(deadline):
                     return None
-                self._ready = True
+            except subprocess.TimeoutExpired:
+                self.kill()  # still importing TensorFlow after the whole timeout: it is stuck
+                raise
+            line = {"id": ident, "module": module, "request": str(request_path), "log": str(log_path)}
             assert self.proc.stdin is not None
             try:
-                self.proc.stdin.write((json.dumps({"module": module, "request": str(request_path)}) + "\n").encode())
-                self.proc.stdin.flush()
-            except BrokenPipeError:
+                with self._lock:
+                    self.proc.stdin.write((json.dumps(line) + "\n").encode())
+                    self.proc.stdin.flush()
+            except (BrokenPipeError, ValueError):
                 return None
-            reply = self._reply(deadline)
-            return None if reply is None else int(reply.get("status", 1))
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise
+            if not request.done.wait(timeout=max(0.0, deadline - time.monotonic())):
+                self._kill_child(request)
+                raise subprocess.TimeoutExpired(self.proc.args, timeout_s)
+            return request.status
         finally:
+            with self._lock:
+                self._requests.pop(ident, None)
+            if request.status is None:
+                self._append_host_log(log_path)
+
+    def _kill_child(self, request: _Request) -> None:
+        if request.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(request.pid, signal.SIGKILL)
+
+    def _append_host_log(self, log_path: Path) -> None:
+        """The host's own log, for a request it died under (what TensorFlow printed before the crash)."""
+        with contextlib.suppress(OSError):
             if not self._log.closed:
                 self._log.flush()
-            with self.log_path.open("rb") as log, log_path.open("wb") as out:
-                log.seek(start)
-                out.write(log.read())
+            with self.log_path.open("rb") as log, log_path.open("ab") as out:
+                out.write(log.read()[-65536:])
 
     @property
     def returncode(self) -> int:
         return self.proc.returncode if self.proc.returncode is not None else 1
 
     def kill(self) -> None:
+        with self._lock:
+            requests = list(self._requests.values())
+        for request in requests:  # the children die with the host on Linux; elsewhere by their pids
+            self._kill_child(request)
         if self.alive():
             self.proc.kill()
         self.proc.wait()
@@ -115,68 +167,50 @@ class _Host:
 
 
 class WorkerPool:
-    """Hosts for one export; thread-safe, so independent conversions can run side by side."""
+    """The converter host of one export and how many of its requests may run at once (thread-safe).
+
+    ``size`` requests run side by side, each in its own process forked from the one host (default one per
+    core, at most 2: each holds a model and its conversion). A request whose process crashes ends alone;
+    a host that dies itself is replaced for the next request.
+    """
 
     def __init__(self, size: int | None = None, *, env: dict[str, str] | None = None) -> None:
         self.size = max(1, size if size is not None else min(2, os.cpu_count() or 1))
-        self._env = child_env(TF_CPP_MIN_LOG_LEVEL="3", EDGEPORT_WORKER_PRELOAD="1", **(env or {}))
+        self._env = child_env(TF_CPP_MIN_LOG_LEVEL="3", **(env or {}))
         self._log_dir = Path(tempfile.mkdtemp(prefix="edgeport-workers-"))
-        self._idle: list[_Host] = []
+        self._host: _Host | None = None
         self._all: list[_Host] = []
-        self._started = 0
-        self._busy = 0
-        self._lock = threading.Condition()
+        self._slots = threading.BoundedSemaphore(self.size)
+        self._lock = threading.Lock()
         self.hosts_started = 0
 
-    def warm(self, hosts: int = 1) -> None:
-        """Start ``hosts`` hosts now (at most the pool's size): their TensorFlow imports run while the parent
-        loads the model."""
-        with self._lock:
-            while len(self._idle) + self._busy < min(hosts, self.size):
-                self._idle.append(self._new_host())
+    def warm(self) -> None:
+        """Start the host now: its TensorFlow import runs while the parent loads the model."""
+        self._live_host()
 
-    def _new_host(self) -> _Host:
-        self.hosts_started += 1
-        host = _Host(self._log_dir, self.hosts_started, self._env)
-        self._all.append(host)
-        return host
-
-    def _acquire(self) -> _Host:
+    def _live_host(self) -> _Host:
         with self._lock:
-            while not self._idle and self._busy >= self.size:
-                self._lock.wait()
-            self._busy += 1
-            while self._idle:
-                host = self._idle.pop()
-                if host.alive():
-                    return host
-                host.close()
-        return self._new_host()
-
-    def _release(self, host: _Host) -> None:
-        with self._lock:
-            self._busy -= 1
-            if host.alive():
-                self._idle.append(host)
-            else:
-                host.close()
-            self._lock.notify()
+            if self._host is None or not self._host.alive():
+                self.hosts_started += 1
+                self._host = _Host(self._log_dir, self.hosts_started, self._env)
+                self._all.append(self._host)
+            return self._host
 
     def run(self, module: str, request: dict[str, Any], workdir: Path, tag: str, *, timeout_s: float) -> ChildRun:
-        """Like :func:`exporter.childproc.run_worker`, on a reused host; TimeoutExpired propagates."""
+        """Like :func:`exporter.childproc.run_worker`, in a process forked from the warm host; TimeoutExpired
+        propagates."""
         files = WorkerFiles.write(request, workdir, tag)
-        host = self._acquire()
-        try:
+        files.log.write_bytes(b"")
+        with self._slots:
+            host = self._live_host()
             status = host.run(module, files.request, files.log, timeout_s)
-        finally:
-            self._release(host)
         return files.run(status if status is not None else (host.returncode or 1))  # died: its signal or status
 
     def close(self) -> None:
-        """End every host, idle or still busy (a prefetched conversion nobody waits for after a failure or
-        Ctrl-C): no TensorFlow process outlives the export."""
+        """End the host and every request still running (a prefetched conversion nobody waits for after a
+        failure or Ctrl-C): no TensorFlow process outlives the export."""
         with self._lock:
-            hosts, self._idle = list(self._all), []
+            hosts, self._host = list(self._all), None
         for host in hosts:
             host.close()
         import shutil
