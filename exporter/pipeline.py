@@ -45,7 +45,7 @@ from .steps.onnx import (
     onnx_only_report,
     start_onnx,
 )
-from .steps.outputs import GZIP_FILE, MODEL_FILE, common_facts, write_target
+from .steps.outputs import GZIP_FILE, MODEL_FILE, common_facts, prerender_charts, write_target
 from .steps.rewrite import apply_cluster, apply_edgetpu_compat, apply_prune
 from .steps.target import export_target
 from .tfimport import import_tensorflow_quietly
@@ -171,6 +171,8 @@ def _export(
             if not tflite and session is not None and model is not None:
                 prefetch_device_work(profile, profiles, model, opts)  # the MCU targets' arena and Vela
             tflite[profile.name] = report, model
+        if onnx_job.running:
+            prerender_charts([report for report, _ in tflite.values()])
         onnx = onnx_job.result(progress)  # before any benchmark: it must not share the CPU with ONNX's children
         results = []
         for profile in profiles:

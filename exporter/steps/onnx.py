@@ -81,6 +81,11 @@ class OnnxJob:
         self._thread = threading.Thread(target=context.run, args=(target,), name="edgeport-onnx", daemon=True)
         self._thread.start()
 
+    @property
+    def running(self) -> bool:
+        """The children are still at work (so this thread has time for something else)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def wait(self) -> None:
         """Let the background children end (a failed run must not leave them writing into its scratch folder)."""
         if self._thread is not None:

@@ -91,6 +91,18 @@ def write_target(
         write_text(directory / "report.json", report.to_json(common))
 
 
+def prerender_charts(reports: list[TargetReport]) -> None:
+    """Draw the reports' charts now, while the ONNX children run and this thread would only wait: each is
+    cached by its data (exporter.report.plots), so the write step reuses them. matplotlib took 0.42 s of
+    AD's 0.60 s write step for 5 targets."""
+    from ..report.plots import size_plot
+
+    for report in reports:
+        rows = report.to_dict().get("size_by_layer")
+        if rows:
+            size_plot(rows)
+
+
 def write_gzipped(report: TargetReport, model: bytes, stage: Stage, wanted: bool) -> None:
     """--gzip: model_int8.tflite.gz for compressed downloads; without it, a .gz left by an earlier run goes.
 
