@@ -279,3 +279,55 @@ def test_activation_weighted_clustering_with_bias_correction_keeps_the_ad_score(
     assert sum(t.bias_corrected for t in report.tensors) > 0
     base = score(ad)
     assert abs(score(weighted) - base) < 0.5 * abs(score(plain) - base)
+
+
+def test_refit_to_output_lowers_the_output_error_and_keeps_k_values():
+    """On correlated inputs, refitting the DP's values and indices under Cov[x] lowers the output error
+    (w - c) Cov (w - c)^T of every row set, never raises it, and keeps <= K int8 values per row."""
+    from exporter.compress.int8_cluster import cluster_channels
+    from exporter.compress.int8_refit import refit_to_output
+
+    rng = np.random.default_rng(4)
+    mix = rng.standard_normal((48, 48))
+    x = rng.standard_normal((4000, 48)) @ mix  # strongly correlated features
+    cov = np.cov(x, rowvar=False)
+    rows = np.clip(np.round(rng.standard_normal((16, 48)) * 40), -127, 127).astype(np.int8)
+    plain = cluster_channels(rows, 4)
+    refit = refit_to_output(rows, plain, 4, cov)
+
+    def error(c: np.ndarray) -> float:
+        d = rows.astype(np.float64) - c.astype(np.float64)
+        return float(np.einsum("oj,jk,ok->", d, cov, d))
+
+    assert error(refit) < 0.7 * error(plain)
+    assert max(np.unique(r).size for r in refit) <= 4
+    assert refit.dtype == np.int8 and int(refit.min()) >= -127
+    assert np.array_equal(refit_to_output(rows, rows, 256, cov), rows), "nothing to gain: unchanged"
+
+
+def test_refitted_clustering_keeps_the_ad_output_on_held_out_windows(ad, assets):
+    """Statistics from the even windows of the AD sample, output measured on the odd ones: the covariance
+    refit (layer by layer) cuts the output error of importance-weighted clustering alone by over 30 % at K=8
+    (the reference file: per-tensor, one 8-value table per tensor)."""
+    from dataclasses import replace as with_fields
+
+    from exporter.analyze.inference import run_tflite
+    from exporter.compress.int8_cluster import cluster_on_calibration
+    from exporter.compress.int8_stats import input_stats
+
+    frames = np.fromfile(
+        assets / "models/mlperf_tiny/anomaly_detection/normal_id_01_00000000_hist_librosa.bin", dtype=np.float32
+    ).reshape(200, 128)
+    windows = np.stack([frames[t : t + 5].reshape(640) for t in range(196)])
+    fit, held = windows[0::2], windows[1::2]
+    stats = input_stats(ad, [[w[None]] for w in fit])
+    weighted, _ = cluster_int8(ad, 8, stats={k: with_fields(v, covariance=None) for k, v in stats.items()})
+    refitted, report = cluster_on_calibration(ad, [fit], 8)
+    assert all(t.refit and t.layered and t.distinct_after <= 8 for t in report.tensors if t.op == "FULLY_CONNECTED")
+    assert len(refitted) == len(ad)
+    base = run_tflite(ad, [held])[0]
+
+    def error(model: bytes) -> float:
+        return float(np.mean((run_tflite(model, [held])[0] - base) ** 2))
+
+    assert error(refitted) < 0.7 * error(weighted)  # measured: 0.60 vs 1.07

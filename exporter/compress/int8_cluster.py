@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from .int8_stats import InputStats, bias_shift, element_weights
+from .int8_refit import refit_to_output
+from .int8_stats import MAX_SAMPLES, ActivationProbe, InputStats, bias_shift, element_weights, input_stats, stat_ops
 from .lut_rules import ConstTensor, read_constants, tensor_rule
 
 
@@ -45,6 +46,10 @@ class TensorCluster:
     mean_abs_error: float
     #: Clustered with each weight's error weighted by its input's E[x^2] (exporter.compress.int8_stats).
     weighted: bool = False
+    #: Value tables and indices refitted to the output error under the input covariance (refit_to_output).
+    refit: bool = False
+    #: Statistics taken with the earlier layers already clustered (ActivationProbe).
+    layered: bool = False
     #: Output channels whose int32 bias absorbed the clustering's mean output shift.
     bias_corrected: int = 0
 
@@ -87,8 +92,11 @@ class Int8ClusterReport:
     def summary(self) -> str:
         worst = max((t.distinct_after for t in self.tensors), default=0)
         weighted = sum(t.weighted for t in self.tensors)
+        refit = sum(t.refit for t in self.tensors)
+        layered = " (layer by layer, earlier layers already clustered)" if any(t.layered for t in self.tensors) else ""
         how = (
-            f"; {weighted} weighted by their inputs' E[x^2] on the calibration data, "
+            f"; {weighted} weighted by their inputs' E[x^2] on the calibration data{layered}, {refit} refitted to "
+            f"the output error under the input covariance, "
             f"{sum(t.bias_corrected for t in self.tensors):,} output channels' biases corrected for the mean shift"
             if weighted
             else ""
@@ -165,17 +173,24 @@ def _matches(name: str, skip: Iterable[str]) -> bool:
 
 
 def cluster_int8(
-    model: bytes, clusters: int, *, skip: Iterable[str] = (), stats: Mapping[int, InputStats] | None = None
+    model: bytes,
+    clusters: int,
+    *,
+    skip: Iterable[str] = (),
+    stats: Mapping[int, InputStats] | None = None,
+    probe: ActivationProbe | None = None,
 ) -> tuple[bytes, Int8ClusterReport]:
     """Rewrite every LUT-eligible constant int8 tensor of ``model`` to at most ``clusters`` values per channel.
 
     Eligible: int8, constant, and every reader allowed by :func:`tensor_rule` (so the tensor can
     later be LUT-compressed in the layout the rule gives). The channels are the rule's value tables.
     ``skip`` names tensors (or layers: a '/'-separated part of a tensor name) to leave alone. Returns
-    the new model (same length; only those tensors' bytes differ, and with ``stats`` their ops' int32
+    the new model (same length; only those tensors' bytes differ, and with statistics their ops' int32
     biases) and the report. ``stats`` (:func:`exporter.compress.int8_stats.input_stats`, by weight tensor
-    index) weights each weight's error by its input's E[x^2] and moves the mean output shift into the
-    bias (exact integer units). Raises
+    index) weights each weight's error by its input's E[x^2], refits the values to the output error where
+    the input covariance is known, and moves the mean output shift into the bias (exact integer units).
+    ``probe`` (an :class:`~exporter.compress.int8_stats.ActivationProbe` of ``model``) instead takes each
+    layer's statistics on the model with the earlier layers already clustered, in execution order. Raises
     :class:`UsageError` for ``clusters`` outside 2..256 and :class:`InputModelError` for a bad model.
     """
     if isinstance(clusters, bool) or not isinstance(clusters, int) or not 2 <= clusters <= 256:
@@ -192,7 +207,9 @@ def cluster_int8(
     for tensor in constants:
         if tensor.dtype == "int8":
             by_buffer.setdefault(tensor.buffer, []).append(tensor)
-    for aliases in by_buffer.values():
+    readers = {op.inputs[1]: op for op in stat_ops(model)} if probe is not None else {}
+    in_order = sorted(by_buffer.values(), key=lambda a: min((u.op_index for u in a[0].uses), default=0))
+    for aliases in in_order:
         tensor = aliases[0]
         reason = _refusal(aliases, skip)
         if reason:
@@ -200,19 +217,75 @@ def cluster_int8(
             continue
         values = tensor.array(model)
         rows = tensor.channels(values)
-        seen = (stats or {}).get(tensor.index) if len(aliases) == 1 else None
+        if len(aliases) > 1:
+            seen = None
+        elif tensor.index in readers:
+            seen = probe.layer_stats(bytes(out), readers[tensor.index])  # type: ignore[union-attr]
+        else:
+            seen = (stats or {}).get(tensor.index)
         weights = element_weights(seen, rows.shape[1]) if seen is not None else None
         new_rows = cluster_channels(rows, clusters, weights)
+        refit = _refit(rows, new_rows, clusters, seen, tensor)
+        if refit is not None:
+            new_rows = refit
         new = _unrows(new_rows, tensor)
         out[tensor.offset : tensor.offset + tensor.nbytes] = new.tobytes()
-        corrected = _correct_bias(out, constants, seen, tensor, new.astype(np.int64) - values) if seen else 0
-        done.append(replace(_describe(tensor, rows, new_rows), weighted=seen is not None, bias_corrected=corrected))
+        corrected = _correct_bias(out, constants, seen, tensor, new, values) if seen else 0
+        described = _describe(tensor, rows, new_rows)
+        done.append(
+            replace(
+                described,
+                weighted=seen is not None,
+                refit=refit is not None,
+                layered=probe is not None and seen is not None,
+                bias_corrected=corrected,
+            )
+        )
     _check(bytes(model), bytes(out), clusters, done)
     return bytes(out), Int8ClusterReport(clusters, tuple(done), skipped)
 
 
+#: Layer by layer costs two model runs per clustered layer and sample; above this many runs in all (AD:
+#: 10 layers x 196 samples) the statistics are taken in one pass of the unclustered model instead.
+LAYERED_MAX_RUNS = 2000
+
+
+def cluster_on_calibration(model: bytes, arrays: Sequence[np.ndarray], clusters: int) -> tuple[bytes, Any]:
+    """``model`` clustered to ``clusters`` values per channel with its calibration data's statistics (layer by
+    layer when that takes at most :data:`LAYERED_MAX_RUNS` runs, else one pass); returns it and the report."""
+    count = min(MAX_SAMPLES, int(arrays[0].shape[0]))
+    samples = [[a[i : i + 1] for a in arrays] for i in range(count)]
+    if len(stat_ops(model)) * count <= LAYERED_MAX_RUNS:
+        return cluster_int8(model, clusters, probe=ActivationProbe(model, samples))
+    return cluster_int8(model, clusters, stats=input_stats(model, samples))
+
+
+def _refit(
+    rows: np.ndarray, clustered: np.ndarray, k: int, seen: InputStats | None, tensor: ConstTensor
+) -> np.ndarray | None:
+    """The clustered rows refitted to the output error, when the input covariance matches the rows' layout:
+    one row per output channel of J inputs, or one per-tensor table over [channels, J]."""
+    if seen is None or seen.covariance is None:
+        return None
+    width = seen.covariance.shape[0]
+    if rows.shape[1] == width:
+        return refit_to_output(rows, clustered, k, seen.covariance, seen.cross)
+    if rows.shape[0] == 1 and tensor.shape and rows.size == tensor.shape[0] * width:
+        split = (tensor.shape[0], width)
+        refit = refit_to_output(
+            rows.reshape(split), clustered.reshape(split), k, seen.covariance, seen.cross, shared=True
+        )
+        return refit.reshape(rows.shape)
+    return None
+
+
 def _correct_bias(
-    out: bytearray, constants: Sequence[ConstTensor], seen: InputStats, tensor: ConstTensor, delta: np.ndarray
+    out: bytearray,
+    constants: Sequence[ConstTensor],
+    seen: InputStats,
+    tensor: ConstTensor,
+    new: np.ndarray,
+    old: np.ndarray,
 ) -> int:
     """Subtract the clustering's mean accumulator shift from the op's int32 bias, when that bias is its alone."""
     bias = next(
@@ -229,7 +302,8 @@ def _correct_bias(
     )
     if bias is None or bias.size != tensor.shape[0]:
         return 0
-    shift = bias_shift(delta.reshape(tensor.shape[0], -1), seen)
+    per_output = (tensor.shape[0], -1)  # FC and CONV_2D filters: output channels first, whatever the layout
+    shift = bias_shift(new.astype(np.int64).reshape(per_output), old.astype(np.int64).reshape(per_output), seen)
     values = bias.array(bytes(out)).astype(np.int64) - shift
     info = np.iinfo(np.int32)
     out[bias.offset : bias.offset + bias.nbytes] = np.clip(values, info.min, info.max).astype("<i4").tobytes()

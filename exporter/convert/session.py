@@ -120,13 +120,9 @@ class ConversionSession:
                         pins.append(pin.detail)
             clustering = None
             if config.int8_clusters:
-                from ..compress.int8_cluster import cluster_int8
-                from ..compress.int8_stats import MAX_SAMPLES, input_stats
+                from ..compress.int8_cluster import cluster_on_calibration
 
-                count = min(MAX_SAMPLES, calibration.count)
-                samples = [[a[i : i + 1] for a in calibration.arrays] for i in range(count)]
-                model, clustered = cluster_int8(model, config.int8_clusters, stats=input_stats(model, samples))
-                clustering = clustered
+                model, clustering = cluster_on_calibration(model, calibration.arrays, config.int8_clusters)
             info = {
                 "scheme": config.describe(),
                 "io_dtype": "int16" if config.int16_activations and config.io_dtype != "float32" else config.io_dtype,
