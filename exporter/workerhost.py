@@ -33,7 +33,7 @@ import traceback
 from typing import Any, TextIO
 
 #: Modules this host may run (a request naming anything else is refused).
-ALLOWED = ("exporter.convert.worker", "exporter.convert.onnx_worker")
+ALLOWED = ("exporter.convert.worker", "exporter.convert.onnx_worker", "exporter.analyze.litert_child")
 #: How often finished children are reaped while the host waits for requests.
 POLL_S = 0.02
 

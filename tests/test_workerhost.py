@@ -150,3 +150,37 @@ def test_a_timeout_kills_only_that_request_and_close_kills_what_still_runs(tmp_p
     while any(_alive(p) for p in left) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(_alive(p) for p in left), "no request process outlives the pool"
+
+
+def test_litert_crash_on_the_converted_model_is_one_line_not_fatal(tmp_path, monkeypatch, capsys):
+    """The fidelity run of a model the converter wrote happens in a forked child: LiteRT aborting there is
+    exit 4 with one line naming the signal, and edgeport itself survives to say so."""
+    from cli_helpers import quiet_keras
+
+    from exporter.analyze import litert_child
+    from exporter.cli import main
+
+    keras = quiet_keras()
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
+    model.save(tmp_path / "m.keras")
+    np = pytest.importorskip("numpy")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).random((16, 8), dtype=np.float32))
+    monkeypatch.setenv(litert_child.CRASH_ENV, "run")
+    code = main(
+        [
+            "export",
+            str(tmp_path / "m.keras"),
+            "--target",
+            "cortex-m4",
+            "--calib",
+            str(tmp_path / "calib.npy"),
+            "-o",
+            str(tmp_path / "out"),
+            "--quiet",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 4
+    assert any("LiteRT crashed running the converted model" in line and "SIGABRT" in line for line in err), err
+    assert not any("Traceback" in line for line in err)
+    assert not (tmp_path / "out").exists(), "nothing written"

@@ -120,9 +120,9 @@ class ConversionSession:
                         pins.append(pin.detail)
             clustering = None
             if config.int8_clusters:
-                from ..compress.int8_cluster import cluster_on_calibration
+                from ..analyze.litert_child import cluster_in_child
 
-                model, clustering = cluster_on_calibration(model, calibration.arrays, config.int8_clusters)
+                model, clustering = cluster_in_child(model, calibration.arrays, config.int8_clusters)
             info = {
                 "scheme": config.describe(),
                 "io_dtype": "int16" if config.int16_activations and config.io_dtype != "float32" else config.io_dtype,
@@ -137,7 +137,7 @@ class ConversionSession:
                 info["clustering"] = clustering.summary()
                 info["int8_clustering"] = {
                     **clustering.to_dict(),
-                    "max_values_per_channel": max((t.distinct_after for t in clustering.tensors), default=0),
+                    "max_values_per_channel": max((t["distinct_after"] for t in clustering.tensors), default=0),
                 }
             return Converted(model, info)
 

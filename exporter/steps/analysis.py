@@ -119,11 +119,11 @@ def fit_checks(profile: TargetProfile, memory: Any) -> list[FitCheck]:
 
 def _measure_fidelity(model: bytes, reference: list, checked: CalibrationSet, source: SourceModel) -> dict[str, Any]:
     from ..analyze.fidelity import compare
-    from ..analyze.inference import run_tflite
+    from ..analyze.litert_child import run_tflite_in_child
 
     inputs = fidelity_inputs(checked)
     count = inputs[0].shape[0]
-    actual = run_tflite(model, inputs)
+    actual = run_tflite_in_child(model, inputs)
     names = [o.name for o in source.outputs] or [f"output_{i}" for i in range(len(actual))]
     if checked.role == "evaluation":
         what = f"{count} evaluation samples from {checked.source} ({checked.preprocessing})"
@@ -154,12 +154,12 @@ def fidelity_inputs(samples: CalibrationSet) -> list:
 
 def layer_error_rows(source: SourceModel, session: ConversionSession, model: bytes, checked: CalibrationSet):
     """Per-layer error of ``model`` against the float twin, or None when it cannot be measured."""
-    from ..analyze.layer_error import layer_errors
+    from ..analyze.litert_child import layer_errors_in_child
 
     try:
         float_model, inputs = session.float_model(), [a[:LAYER_ERROR_SAMPLES] for a in checked.arrays]
         key = content_key("layer_errors", float_model, model, *inputs, sorted(source.layers.items()))
-        return memo(key, lambda: layer_errors(float_model, model, inputs, source.layers))
+        return memo(key, lambda: layer_errors_in_child(float_model, model, inputs, source.layers))
     except EdgeportError as exc:
         log.warning("per-layer error not measured: %s", exc)
         return None
