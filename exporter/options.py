@@ -64,6 +64,8 @@ class ExportOptions:
     epochs: int = 2
     #: --lut auto|on|off: TFLite Micro targets store clustered weights LUT-compressed (exporter.steps.flash).
     lut: str = "auto"
+    #: --lut-max-decoded BYTES: tensors whose decoded int8 form is larger stay plain (DECODE's RAM cost).
+    lut_max_decoded: int | None = None
     # Microcontroller firmware (Cortex-M / Ethos-U targets): see docs/firmware.md.
     c_name: str | None = None
     depfile: Path | None = None
@@ -106,6 +108,8 @@ class ExportOptions:
             )
         if self.lut not in LUT_MODES:
             raise UsageError(f"--lut must be one of {', '.join(LUT_MODES)}; received {self.lut!r}.")
+        if self.lut_max_decoded is not None and self.lut_max_decoded <= 0:
+            raise UsageError(f"--lut-max-decoded needs a positive byte count; received {self.lut_max_decoded}.")
         self._check_firmware()
 
     def _check_firmware(self) -> None:

@@ -43,8 +43,9 @@ def _report(folder: Path) -> dict:
     return json.loads((folder / "report.json").read_text())
 
 
-def _max_values_per_channel(graph: TFLiteGraph) -> int:
-    most = 0
+def _values_per_channel(graph: TFLiteGraph) -> list[int]:
+    """For each conv/FC weight tensor, the most distinct int8 values one of its output channels holds."""
+    found = []
     for op in graph.ops:
         if op.name not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
             continue
@@ -53,8 +54,21 @@ def _max_values_per_channel(graph: TFLiteGraph) -> int:
             continue
         axis = 3 if op.name == "DEPTHWISE_CONV_2D" else 0
         moved = np.moveaxis(weights, axis, 0).reshape(weights.shape[axis], -1)
-        most = max(most, max(len(np.unique(row)) for row in moved))
-    return most
+        found.append(max(len(np.unique(row)) for row in moved))
+    return found
+
+
+def _clustered_as_reported(graph: TFLiteGraph, report: dict) -> bool:
+    """At least as many weight tensors hold <= K values per channel as the report says were clustered, and
+    every tensor clustering left alone has its reason (small ones stay exact: a table would not shrink them)."""
+    clustering = report["conversion"]["int8_clustering"]
+    within = sum(v <= K for v in _values_per_channel(graph))
+    return (
+        bool(clustering["tensors"])
+        and within >= len(clustering["tensors"])
+        and clustering["max_values_per_channel"] <= K
+        and all(reason for reason in clustering["skipped"].values())
+    )
 
 
 def test_cortex_m_gets_a_smaller_lut_compressed_model_that_runs_bit_exact(exports):
@@ -86,10 +100,10 @@ def test_the_phone_gets_plain_int8_with_at_most_k_values_per_channel(exports):
     phone = exports["clustered"] / "android-arm64"
     graph = TFLiteGraph.from_file(phone / "model_int8.tflite")
     assert "CUSTOM:TFLM_DECODE" not in graph.op_counts(), "LiteRT has no DECODE kernel: plain tensors"
-    assert _max_values_per_channel(graph) <= K
-    plain = TFLiteGraph.from_file(exports["plain"] / "android-arm64" / "model_int8.tflite")
-    assert _max_values_per_channel(plain) > K, "without --cluster the weights are not clustered"
     report = _report(phone)
+    assert _clustered_as_reported(graph, report)
+    plain = TFLiteGraph.from_file(exports["plain"] / "android-arm64" / "model_int8.tflite")
+    assert sum(v <= K for v in _values_per_channel(plain)) < sum(v <= K for v in _values_per_channel(graph))
     assert report["conversion"]["int8_clustering"]["max_values_per_channel"] <= K
     assert "weights clustered to 16 int8 values per channel" in report["conversion"]["scheme"]
     assert "reads plain int8 tensors" in report["conversion"]["clustering_buys"]
@@ -148,7 +162,7 @@ def test_a_compressor_crash_ships_the_plain_model_with_a_warning(mnist_cnn_path,
     assert any(w.startswith("Weights not LUT-compressed: LUT compression failed") for w in report.warnings)
     graph = TFLiteGraph.from_file(tmp_path / "model_int8.tflite")
     assert "CUSTOM:TFLM_DECODE" not in graph.op_counts()
-    assert _max_values_per_channel(graph) <= K, "still clustered: only the LUT step was lost"
+    assert _clustered_as_reported(graph, _report(tmp_path)), "still clustered: only the LUT step was lost"
 
 
 def test_lut_off_keeps_plain_tensors_on_the_mcu(mnist_cnn_path, calib, tmp_path):
@@ -193,8 +207,8 @@ def test_ethos_u_gets_the_plain_file_and_vela_flash_clustered_vs_unclustered(mni
     exporter.export(mnist_cnn_path, target="cortex-m55-ethos-u55", calib=str(calib), output_dir=tmp_path, cluster=K)
     graph = TFLiteGraph.from_file(tmp_path / "model_int8.tflite")
     assert "CUSTOM:TFLM_DECODE" not in graph.op_counts(), "Vela reads plain int8: no LUT for the Ethos-U"
-    assert _max_values_per_channel(graph) <= K
     report = _report(tmp_path)
+    assert _clustered_as_reported(graph, report)
     compared = report["vela_clustering"]
     assert compared["clustered_flash_bytes"] > 0 and compared["unclustered_flash_bytes"] > 0
     assert compared["clustered_flash_bytes"] <= compared["unclustered_flash_bytes"]
@@ -210,3 +224,52 @@ def test_cluster_on_a_tflite_is_one_line_exit_2(capsys, exports, tmp_path):
     assert "--cluster re-chooses the int8 weights of a conversion" in run.error_line
     assert "Traceback" not in run.err
     assert not (tmp_path / "o").exists()
+
+
+def test_a_lut_compressed_file_sent_to_litert_says_what_it_is(capsys, exports, tmp_path):
+    """The firmware's LUT file given to a phone target: not supported (exit 3), and the reason says the file is
+    LUT-compressed for TFLite Micro and which file to export instead, not only that an op is unknown."""
+    lut_file = exports["clustered"] / "cortex-m4" / "model_int8.tflite"
+    assert "CUSTOM:TFLM_DECODE" in {op.name for op in TFLiteGraph.from_file(lut_file).ops}
+    run = run_cli(capsys, "export", lut_file, "--target", "android-arm64", "-o", tmp_path / "o")
+    assert run.code == 3
+    text = run.out + run.err
+    assert "LUT-compressed for TFLite Micro" in text and "android-arm64" in text
+    assert "Traceback" not in run.err
+
+
+def test_lut_max_decoded_keeps_big_tensors_plain_and_the_arena_smaller(capsys, tmp_path):
+    """--lut-max-decoded caps what DECODE writes into the arena: on an MLP with a 16 kB and an 8 kB weight
+    matrix, a 10 kB cap leaves the 16 kB one plain (its reason in the report) and compresses the other; the
+    file grows against the uncapped export, and the measured arena shrinks."""
+    from cli_helpers import quiet_keras
+
+    keras = quiet_keras()
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential(
+        [
+            keras.Input((128,)),
+            keras.layers.Dense(128, activation="relu", name="wide"),
+            keras.layers.Dense(64, activation="relu", name="narrow"),
+            keras.layers.Dense(10, name="head"),
+        ]
+    )
+    model.save(tmp_path / "mlp.keras")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal((64, 128)).astype(np.float32))
+    common = ["export", tmp_path / "mlp.keras", "--target", "cortex-m4", "--calib", tmp_path / "calib.npy"]
+    common += ["--cluster", "16", "--format", "tflite", "--quiet"]
+    assert run_cli(capsys, *common, "-o", tmp_path / "full").code == 0
+    run = run_cli(capsys, *common, "--lut-max-decoded", "10K", "-o", tmp_path / "capped")
+    assert run.code == 0, run.err
+    full, capped = _report(tmp_path / "full"), _report(tmp_path / "capped")
+    sizes = {t["name"]: t["bytes_before"] for t in full["lut_compression"]["compressed"]}
+    assert any(v > 10 * 1024 for v in sizes.values()) and any(v <= 10 * 1024 for v in sizes.values()), sizes
+    lut = capped["lut_compression"]
+    assert lut["shipped"] is True
+    assert lut["compressed"] and all(t["bytes_before"] <= 10 * 1024 for t in lut["compressed"])
+    big = next(name for name, size in sizes.items() if size > 10 * 1024)
+    assert "decoded it needs" in lut["left"][big]
+    assert capped["memory"]["model_bytes"] > full["memory"]["model_bytes"]
+    assert capped["cortex_m"]["arena"]["bytes"] < full["cortex_m"]["arena"]["bytes"]
+    bad = run_cli(capsys, *common[:6], "--lut-max-decoded", "0")
+    assert bad.code == 2 and "--lut-max-decoded" in bad.error_line

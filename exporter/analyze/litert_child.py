@@ -9,7 +9,7 @@ to verify a file, exporter.verify.integrity).
 
 Tasks: ``run`` (outputs of the model on (N, ...) inputs, real-valued, as
 :func:`exporter.analyze.inference.run_tflite`), ``cluster``
-(:func:`exporter.compress.int8_cluster.cluster_on_calibration`) and ``layer_errors``
+(:func:`exporter.compress.int8_cluster.cluster_where_tables_pay`) and ``layer_errors``
 (:func:`exporter.analyze.layer_error.layer_errors`, for ``--per-layer``). Arrays travel as .npy files in the
 caller's private folder.
 """
@@ -67,7 +67,7 @@ def run_tflite_in_child(model: bytes, inputs: Sequence[np.ndarray]) -> list[np.n
 
 
 def cluster_in_child(model: bytes, arrays: Sequence[np.ndarray], clusters: int) -> tuple[bytes, ClusterResult]:
-    """``cluster_on_calibration(model, arrays, clusters)`` in a child (its LiteRT statistics run there)."""
+    """``cluster_where_tables_pay(model, arrays, clusters)`` in a child (LiteRT and the LUT compressor run there)."""
     with scratch_dir("edgeport-litert-") as work:
         request = {
             "task": "cluster",
@@ -150,10 +150,10 @@ def _task_run(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _task_cluster(request: dict[str, Any]) -> dict[str, Any]:
-    from ..compress.int8_cluster import cluster_on_calibration
+    from ..compress.int8_cluster import cluster_where_tables_pay
 
     model = Path(request["model"]).read_bytes()
-    clustered, report = cluster_on_calibration(model, [np.load(p) for p in request["inputs"]], request["clusters"])
+    clustered, report = cluster_where_tables_pay(model, [np.load(p) for p in request["inputs"]], request["clusters"])
     Path(request["output"]).write_bytes(clustered)
     return {"ok": True, "summary": report.summary(), "report": report.to_dict()}
 

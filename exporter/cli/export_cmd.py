@@ -134,6 +134,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="TFLite Micro lookup-table compression of weights (DECODE ops; saves flash, decoded weights use arena "
         "RAM); auto: when the weights are clustered (--cluster, or a model 'edgeport compress --cluster' wrote)",
     )
+    fw.add_argument(
+        "--lut-max-decoded",
+        metavar="BYTES",
+        help="keep tensors whose decoded weights exceed BYTES as plain int8 (e.g. 16K): DECODE writes a whole "
+        "tensor into the arena before its op runs, so this caps the RAM LUT compression adds, at some flash",
+    )
     fw.add_argument("--flash-budget", metavar="BYTES", help="override the profile's flash budget, e.g. 1M or 524288")
     fw.add_argument("--ram-budget", metavar="BYTES", help="override the profile's RAM budget, e.g. 256K")
     from .compress_cmd import add_prune_arguments
@@ -201,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
         train_samples=args.train_samples,
         epochs=args.epochs,
         lut=args.lut,
+        lut_max_decoded=parse_bytes(args.lut_max_decoded, "--lut-max-decoded") if args.lut_max_decoded else None,
         c_name=args.c_name,
         depfile=args.depfile,
         dense_quant=args.dense_quant,

@@ -26,12 +26,15 @@ TIMEOUT_S = 600.0
 CRASH_ENV = "EDGEPORT_TEST_LUT_CRASH"
 
 
-def lut_compress_in_child(model: bytes, *, max_bits: int = 7, timeout_s: float = TIMEOUT_S) -> tuple[bytes, LutReport]:
-    """``lut_compress(model, max_bits=...)`` in a child; a crash or timeout is a one-line ConversionError."""
+def lut_compress_in_child(
+    model: bytes, *, max_bits: int = 7, max_decoded_bytes: int | None = None, timeout_s: float = TIMEOUT_S
+) -> tuple[bytes, LutReport]:
+    """``lut_compress(model, max_bits=..., max_decoded_bytes=...)`` in a child; a crash or timeout is a one-line
+    ConversionError."""
     with scratch_dir("edgeport-lut-") as work:
         source, target = work / "model.tflite", work / "compressed.tflite"
         source.write_bytes(model)
-        request = {"model": str(source), "output": str(target), "max_bits": max_bits}
+        request = {"model": str(source), "output": str(target), "max_bits": max_bits, "max_decoded": max_decoded_bytes}
         try:
             run = run_worker(_MODULE, request, work, "lut", timeout_s=timeout_s)
         except subprocess.TimeoutExpired as exc:
@@ -64,7 +67,11 @@ def main(argv: list[str]) -> int:
     from .lut import lut_compress
 
     try:
-        compressed, report = lut_compress(Path(request["model"]).read_bytes(), max_bits=request["max_bits"])
+        compressed, report = lut_compress(
+            Path(request["model"]).read_bytes(),
+            max_bits=request["max_bits"],
+            max_decoded_bytes=request.get("max_decoded"),
+        )
         Path(request["output"]).write_bytes(compressed)
         result: dict[str, Any] = {"ok": True, "report": report.to_dict()}
     except Exception as exc:  # reported to the parent as a failed step, with its first line

@@ -45,13 +45,15 @@ def lut_for_flash(
     margin: float = 0.10,
     mode: str = "auto",
     clustered_source: bool = False,
+    max_decoded: int | None = None,
 ) -> bytes:
     """The LUT-compressed model when it is smaller, fits where the plain one fits, and TFLite Micro's
     outputs stay bit-identical; else ``model``. A model with nothing clustered comes back unchanged, silently.
 
     LUT trades RAM for flash: DECODE writes each decoded tensor into the arena just before its consumer
     runs, so the arena grows by the largest decoded tensor alive at once (AD: 4,632 B -> 87,976 B). The
-    compressed model ships unless that growth breaks a RAM budget the plain model meets."""
+    compressed model ships unless that growth breaks a RAM budget the plain model meets; ``max_decoded``
+    (--lut-max-decoded) keeps larger tensors plain, to cap that growth."""
     if profile.runtime.name not in LUT_RUNTIMES or mode == "off":
         return model
     if mode == "auto" and report.conversion.get("int8_clustering") is None and not clustered_source:
@@ -60,7 +62,7 @@ def lut_for_flash(
     from ..compress.lut_child import lut_compress_in_child
 
     try:
-        compressed, lut = lut_compress_in_child(model)
+        compressed, lut = lut_compress_in_child(model, max_decoded_bytes=max_decoded)
     except EdgeportError as exc:
         report.warnings.append(f"Weights not LUT-compressed: {exc}; the plain int8 model ships.")
         return model

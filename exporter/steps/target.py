@@ -73,6 +73,7 @@ def export_target(
             opts.arena_margin,
             opts.lut,
             source.keras_model is not None and is_clustered(source.keras_model),
+            opts.lut_max_decoded,
         )
         vela_clustering(report, profile, session, config_for(profile, opts), model)
     clustering_buys(report, profile, model)

@@ -216,6 +216,11 @@ OP_REMEDIES: Mapping[str, str] = {
     "LOGISTIC": "Use ReLU6 instead of sigmoid activations inside the network.",
     "EXP": "EXP comes from softmax-like or exponential layers: move it to the host or use ReLU6.",
     "DIV": "Replace the division by a multiplication with a constant, or move it to the host.",
+    "CUSTOM:TFLM_DECODE": (
+        "This file is LUT-compressed for TFLite Micro (its DECODE ops unpack the weights); LiteRT, the Edge TPU "
+        "compiler and Vela read plain int8 tensors: export the Keras model (or the uncompressed .tflite, such as "
+        "the android-arm64 or cortex-m55-ethos-u55 model_int8.tflite of the same export) to this target."
+    ),
 }
 
 _GENERIC_REMEDY = (
