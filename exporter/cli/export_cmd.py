@@ -79,9 +79,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--cluster",
         type=int,
         metavar="K",
-        help="keep at most K int8 values per output channel of every weight tensor (chosen after quantization; "
-        "with --train, K shared values per kernel are fine-tuned first); TFLite Micro targets store them as "
-        "ceil(log2 K)-bit lookup-table indices",
+        help="keep at most K int8 values per output channel of every weight tensor a lookup table shrinks "
+        "(chosen after quantization, fitted to each layer's output on the calibration data; with --train, K "
+        "shared values per kernel are fine-tuned first); TFLite Micro targets store them as ceil(log2 K)-bit "
+        "lookup-table indices",
     )
     fmt = parser.add_argument_group("formats")
     fmt.add_argument("--format", help="tflite, onnx or tflite,onnx (default: the target's; android-arm64 writes both)")
