@@ -17,7 +17,8 @@ Protocol: one JSON line per request on stdin ``{"id", "module", "request", "log"
 the host answers ``{"ready": true}`` once, then ``{"id", "pid"}`` when a request's child starts and
 ``{"id", "status"}`` when it ends (the exit code, or minus the signal number). The child's output goes to
 the request's log file, never to the protocol. End of stdin kills any child still running and ends the
-host; the children also die with the host (PR_SET_PDEATHSIG on Linux).
+host; the children also die with the host (PR_SET_PDEATHSIG on Linux). Off Linux the host does not fork
+(:data:`FORKS`): it runs each request itself, one at a time.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ from typing import Any, TextIO
 ALLOWED = ("exporter.convert.worker", "exporter.convert.onnx_worker", "exporter.analyze.litert_child")
 #: How often finished children are reaped while the host waits for requests.
 POLL_S = 0.02
+#: Fork per request only where that is known to be safe after TensorFlow's import: Linux. On macOS the
+#: Objective-C runtime aborts a child forked from a process that has started threads, so there (or with
+#: EDGEPORT_WORKER_FORK=0) the host runs requests itself, one at a time, as before forking; a crash then
+#: ends the host and the parent starts another for the next request.
+FORKS = os.environ.get("EDGEPORT_WORKER_FORK", "1" if sys.platform.startswith("linux") else "0") == "1"
 
 
 def serve() -> int:
@@ -78,6 +84,11 @@ def _start(job: dict[str, Any], running: dict[int, Any], protocol: TextIO) -> No
         return
     log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     sys.stderr.flush()
+    if not FORKS:
+        protocol.write(json.dumps({"id": job.get("id"), "pid": os.getpid()}) + "\n")
+        status = _inline(job, log)
+        protocol.write(json.dumps({"id": job.get("id"), "status": status}) + "\n")
+        return
     pid = os.fork()
     if pid == 0:  # the request's child: never returns
         _child(job, log, protocol)
@@ -105,6 +116,25 @@ def _child(job: dict[str, Any], log: int, protocol: TextIO) -> None:
         with contextlib.suppress(Exception):
             sys.stderr.flush()
         os._exit(status)
+
+
+def _inline(job: dict[str, Any], log: int) -> int:
+    """Run the request in the host itself, its output to its log (the platforms that do not fork)."""
+    saved = os.dup(2)
+    os.dup2(log, 2)
+    os.close(log)
+    try:
+        print(f"--- edgeport worker: {job['module']} {job['request']}", file=sys.stderr, flush=True)
+        return int(importlib.import_module(job["module"]).main([job["request"]]) or 0)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 1
+    except Exception:
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _die_with_parent() -> None:

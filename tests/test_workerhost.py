@@ -184,3 +184,25 @@ def test_litert_crash_on_the_converted_model_is_one_line_not_fatal(tmp_path, mon
     assert any("LiteRT crashed running the converted model" in line and "SIGABRT" in line for line in err), err
     assert not any("Traceback" in line for line in err)
     assert not (tmp_path / "out").exists(), "nothing written"
+
+
+def test_without_fork_the_host_runs_requests_itself_and_a_crash_costs_only_that_host(tmp_path):
+    """EDGEPORT_WORKER_FORK=0 (the default off Linux, where forking after TensorFlow's import is unsafe): the
+    host runs each request itself; a crash takes the host down, the caller sees the signal, and the next
+    request gets a new host."""
+    fine = _request(tmp_path / "missing.pb", tmp_path)
+    pool = workers.WorkerPool(size=2, env={"EDGEPORT_WORKER_FORK": "0"})
+    try:
+        first = pool.run(MODULE, dict(fine, task="verify"), tmp_path, "inline", timeout_s=300)
+        assert first.returncode == 0 and first.result is not None and first.result["ok"] is False
+        assert pool.hosts_started == 1 and not _children(pool._host.proc.pid), "no child was forked"
+    finally:
+        pool.close()
+    crashing = workers.WorkerPool(size=1, env={"EDGEPORT_WORKER_FORK": "0", onnx_worker.CRASH_ENV: "convert"})
+    try:
+        crashed = crashing.run(MODULE, fine, tmp_path, "abort", timeout_s=300)
+        assert crashed.crashed and crashed.returncode == -6
+        again = crashing.run(MODULE, dict(fine, task="verify"), tmp_path, "after", timeout_s=300)
+        assert again.returncode == 0 and crashing.hosts_started == 2, "a new host for the next request"
+    finally:
+        crashing.close()
