@@ -8,6 +8,9 @@ disk fails while staging, before anything is touched), then moved into place wit
 back, ``model.mk`` and ``report.json`` last. A folder that did not exist appears with one rename.
 An unchanged file keeps the copy already in place, and its mtime, so make rebuilds nothing.
 
+A run killed outright (SIGKILL, the OOM killer) runs no cleanup; its staging folder's name carries its pid,
+and the next run that stages beside it removes it (:func:`sweep_leftovers`).
+
 Everything that names a path in a report is written while staging, so :meth:`Stage.relocate` turns
 the staging folder's name into the output folder's in the report before it is rendered.
 """
@@ -59,8 +62,9 @@ class Stage:
     def create(cls, final: Path) -> Stage:
         final = Path(final)
         ensure_dir(final.parent)
+        sweep_leftovers(final.parent)
         try:
-            folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{final.name}-", dir=final.parent))
+            folder = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{final.name}-{os.getpid()}-", dir=final.parent))
             folder.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would become the output folder's mode
         except OSError as exc:
             raise OutputPathError(
@@ -126,6 +130,46 @@ class Stage:
             for staged in self.external:
                 with contextlib.suppress(OSError):
                     staged.unlink()
+
+
+def sweep_leftovers(directory: Path) -> list[Path]:
+    """Remove what a killed run left staged in ``directory`` (SIGKILL, OOM kill, power loss: no cleanup ran).
+
+    Staging folders and staged external files carry the pid of the run that made them; one whose process no
+    longer exists is removed. A live process's (a concurrent export) and anything without a pid are left."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in Path(directory).iterdir():
+            pid = _owner(entry.name)
+            if pid is None or pid == os.getpid() or _alive(pid):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def _owner(name: str) -> int | None:
+    """The pid in ``.edgeport-staging-<name>-<pid>-<suffix>``, or None when the name is not one of ours."""
+    if not name.startswith(PREFIX):
+        return None
+    parts = name[len(PREFIX) :].rsplit("-", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return None
+    return int(parts[1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _umask() -> int:

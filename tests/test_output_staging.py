@@ -143,3 +143,27 @@ def test_a_stale_npu_model_goes_when_vela_is_gone(capsys, monkeypatch, tmp_path,
     assert second.code == 0, second.err
     assert not (out / "model_vela.tflite").exists()
     assert "Vela" not in (out / "model_data.h").read_text()
+
+
+def test_a_killed_runs_staging_leftovers_are_swept_by_the_next_run(capsys, tiny_keras_path, tiny_calib_path, tmp_path):
+    """SIGKILL (or an OOM kill) runs no cleanup: its staging folder and staged depfile stay. The next export
+    into the same place removes what a dead process left, and leaves what a live one (a concurrent export)
+    is still writing."""
+    killed = subprocess.Popen(["sleep", "60"])
+    killed.kill()
+    killed.wait()  # a pid that no longer exists
+    out = tmp_path / "out"
+    tmp_path.joinpath("out").mkdir()
+    dead_folder = tmp_path / f".edgeport-staging-out-{killed.pid}-abc123_x"
+    dead_folder.mkdir()
+    (dead_folder / "model_int8.tflite").write_bytes(b"half")
+    dead_file = tmp_path / f".edgeport-staging-model.d-{killed.pid}-0"
+    dead_file.write_text("half")
+    live_folder = tmp_path / f".edgeport-staging-out-{os.getppid()}-def456_y"
+    live_folder.mkdir()
+    stranger = tmp_path / ".edgeport-staging-notes"  # no pid: not ours to judge
+    stranger.mkdir()
+    assert export(capsys, tiny_keras_path, tiny_calib_path, out).code == 0
+    assert not dead_folder.exists() and not dead_file.exists()
+    assert live_folder.is_dir() and stranger.is_dir()
+    assert (out / "model_int8.tflite").is_file()
