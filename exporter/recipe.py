@@ -513,11 +513,11 @@ def _runtime_for(model: bytes) -> str:
 
 
 def _int8_outputs(model: bytes, x: np.ndarray) -> np.ndarray:
-    """The first output on ``x``: LiteRT, or TFLite Micro in a child for a LUT-compressed file (DECODE)."""
-    from .analyze.inference import run_tflite
+    """The first output on ``x``: LiteRT, or TFLite Micro for a LUT-compressed file (DECODE), in a child either way."""
+    from .analyze.litert_child import run_tflite_in_child
 
     if _runtime_for(model) == "LiteRT":
-        return run_tflite(model, [x])[0]
+        return run_tflite_in_child(model, [x])[0]
     from .compress.lut_check import tflm_outputs
 
     return tflm_outputs(model, list(x))[0]
