@@ -363,7 +363,7 @@ def test_arm_without_dot_product_says_int8_is_slower_than_on_phones(monkeypatch)
 @pytest.mark.parametrize("kind", ["avx2", "vnni"])
 def test_every_host_benchmark_output_says_which_kernels_the_host_has(monkeypatch, capsys, tmp_path, vww, kind):
     """CLI block, --json, report.json's benchmark entries and report.md all carry the host line."""
-    from exporter.report.report import extra_sections
+    from exporter.report.markdown import extra_sections
 
     _fake_cpu(monkeypatch, kind)
     out_json = tmp_path / "bench.json"

@@ -143,7 +143,8 @@ def _load(path: Path) -> dict[str, Any]:
 def _markdown(data: Mapping[str, Any]) -> str | None:
     """report.md from the JSON, through the same renderer an export uses; None when the JSON lacks
     what it needs (an older schema), in which case the existing report.md is left as it is."""
-    from .report import Artifact, FitCheck, TargetReport, render_markdown
+    from .markdown import render_markdown
+    from .report import Artifact, FitCheck, TargetReport
 
     known = {
         "schema_version", "edgeport_version", "model", "calibration", "evaluation", "target", "verdict", "reasons",
@@ -474,7 +475,7 @@ def _device_sections(r: Mapping[str, Any]) -> str:
     One renderer (``report.extra_sections``) owns what those sections say; this turns its small
     Markdown subset (headings, bullets, tables, italics, code spans) into escaped HTML.
     """
-    from .report import extra_sections
+    from .markdown import extra_sections
 
     lines = extra_sections({k: v for k, v in r.items() if k != "benchmark"})
     out: list[str] = []

@@ -19,7 +19,8 @@ from ..devices import after_write
 from ..load.model import SourceModel
 from ..options import ExportOptions
 from ..profiles import TargetProfile
-from ..report.report import VERDICT_NOT_SUPPORTED, Artifact, TargetReport, render_markdown
+from ..report.markdown import render_markdown
+from ..report.report import VERDICT_NOT_SUPPORTED, Artifact, TargetReport
 from ..staging import Stage, checkpoint
 
 log = logging.getLogger(__name__)
