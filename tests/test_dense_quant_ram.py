@@ -193,3 +193,23 @@ def test_ad_auto_meets_the_reference_arena_at_reference_fidelity(assets, tmp_pat
     score = anomaly_score(windows, run_tflite((tmp_path / "out" / "model_int8.tflite").read_bytes(), [windows])[0])
     assert arena <= 1.1 * reference_arena, (arena, reference_arena, choice["summary"])
     assert abs(score - AD_FLOAT_SCORE) <= abs(AD_REFERENCE_SCORE - AD_FLOAT_SCORE), (score, choice["summary"])
+
+
+def test_clustered_candidates_are_weighed_as_they_ship_lut_compressed(mlp, tmp_path, capsys):
+    """With --cluster, TFLite Micro gets LUT-compressed weights and DECODE puts them in the arena: the rule
+    compares each candidate's compressed file and that file's arena, and each figure is what forcing that
+    candidate writes and measures."""
+    model, calib = mlp
+    auto = _export(model, calib, tmp_path / "auto", cluster=16)
+    choice = auto["dense_quantization"]
+    assert {c["form"] for c in choice["candidates"]} == {"LUT-compressed"}
+    assert choice["chosen"] == _rule(choice)[0], choice["reason"]
+    assert "LUT-compressed: arena" in choice["summary"]
+    for mode in ("per-channel", "per-tensor"):
+        out = tmp_path / mode
+        forced = _export(model, calib, out, cluster=16, dense_quant=mode)
+        shipped = (out / "model_int8.tflite").read_bytes()
+        assert "CUSTOM:TFLM_DECODE" in TFLiteGraph.from_bytes(shipped).op_counts()
+        candidate = {c["scheme"]: c for c in choice["candidates"]}[mode]
+        assert candidate["file_bytes"] == len(shipped)
+        assert candidate["arena_bytes"] == forced["cortex_m"]["arena"]["measured_bytes"]

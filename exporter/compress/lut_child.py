@@ -8,6 +8,7 @@ process. The child writes the compressed bytes and the report; the parent rebuil
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -30,7 +31,24 @@ def lut_compress_in_child(
     model: bytes, *, max_bits: int = 7, max_decoded_bytes: int | None = None, timeout_s: float = TIMEOUT_S
 ) -> tuple[bytes, LutReport]:
     """``lut_compress(model, max_bits=..., max_decoded_bytes=...)`` in a child; a crash or timeout is a one-line
-    ConversionError."""
+    ConversionError. Results are kept by content: the --dense-quant rule compresses each candidate, and the
+    flash step then asks again for the chosen one."""
+    key = (hashlib.sha256(model).digest(), max_bits, max_decoded_bytes, os.environ.get(CRASH_ENV))
+    if key in _DONE:
+        return _DONE[key]
+    result = _compress_in_child(model, max_bits, max_decoded_bytes, timeout_s)
+    _DONE[key] = result
+    while len(_DONE) > 8:
+        _DONE.pop(next(iter(_DONE)))
+    return result
+
+
+_DONE: dict[tuple[bytes, int, int | None, str | None], tuple[bytes, LutReport]] = {}
+
+
+def _compress_in_child(
+    model: bytes, max_bits: int, max_decoded_bytes: int | None, timeout_s: float
+) -> tuple[bytes, LutReport]:
     with scratch_dir("edgeport-lut-") as work:
         source, target = work / "model.tflite", work / "compressed.tflite"
         source.write_bytes(model)

@@ -55,6 +55,8 @@ class Candidate:
     file_bytes: int | None = None  # as written to flash (after the name compaction); None: not known
     arena_bytes: int | None = None  # TFLite Micro's measured arena; None: not measured (see arena_note)
     arena_note: str | None = None
+    #: How the file and arena were measured: "as converted", or "LUT-compressed" (clustered weights, as they ship).
+    form: str = "as converted"
 
     @property
     def flash_file(self) -> int:
@@ -70,6 +72,8 @@ class Candidate:
     def summary(self) -> str:
         """``arena 4,632 B, file 275,688 B, SNR 31.8 dB``: what the rule compared."""
         parts = [f"arena {self.arena_bytes:,} B" if self.arena_bytes is not None else "arena not measured"]
+        if self.form != "as converted":
+            parts[0] = f"{self.form}: {parts[0]}"
         parts.append(f"file {self.flash_file:,} B")
         snr = self.worst_snr()
         if snr is not None:
@@ -92,6 +96,7 @@ class Candidate:
             "file_bytes": self.file_bytes,
             "arena_bytes": self.arena_bytes,
             "arena_note": self.arena_note,
+            "form": self.form,
             "fidelity": summary,
         }
 
