@@ -268,7 +268,11 @@ def test_lut_max_decoded_keeps_big_tensors_plain_and_the_arena_smaller(capsys, t
     assert lut["shipped"] is True
     assert lut["compressed"] and all(t["bytes_before"] <= 10 * 1024 for t in lut["compressed"])
     big = next(name for name, size in sizes.items() if size > 10 * 1024)
-    assert "decoded it needs" in lut["left"][big]
+    assert big in lut["left"], "the tensor over the cap is stored plain"
+    clustered = [len(r["conversion"]["int8_clustering"]["tensors"]) for r in (full, capped)]
+    assert clustered[1] < clustered[0], "a tensor the cap keeps plain is not clustered either: it stays exact"
+    reasons = capped["conversion"]["int8_clustering"]["skipped"].values()
+    assert any("lookup table it would not make the file smaller" in r for r in reasons)
     assert capped["memory"]["model_bytes"] > full["memory"]["model_bytes"]
     assert capped["cortex_m"]["arena"]["bytes"] < full["cortex_m"]["arena"]["bytes"]
     bad = run_cli(capsys, *common[:6], "--lut-max-decoded", "0")

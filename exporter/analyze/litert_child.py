@@ -66,14 +66,18 @@ def run_tflite_in_child(model: bytes, inputs: Sequence[np.ndarray]) -> list[np.n
         return [np.load(path) for path in result["outputs"]]
 
 
-def cluster_in_child(model: bytes, arrays: Sequence[np.ndarray], clusters: int) -> tuple[bytes, ClusterResult]:
-    """``cluster_where_tables_pay(model, arrays, clusters)`` in a child (LiteRT and the LUT compressor run there)."""
+def cluster_in_child(
+    model: bytes, arrays: Sequence[np.ndarray], clusters: int, *, max_decoded_bytes: int | None = None
+) -> tuple[bytes, ClusterResult]:
+    """``cluster_where_tables_pay(model, arrays, clusters, max_decoded_bytes=...)`` in a child (LiteRT and the
+    LUT compressor run there)."""
     with scratch_dir("edgeport-litert-") as work:
         request = {
             "task": "cluster",
             "model": _save_model(work, model),
             "inputs": _save(work, "calib", arrays),
             "clusters": clusters,
+            "max_decoded": max_decoded_bytes,
             "output": str(work / "clustered.tflite"),
         }
         result = _run(request, work, f"clustering the int8 weights to {clusters} values")
@@ -109,7 +113,7 @@ def _save(work: Path, stem: str, arrays: Sequence[np.ndarray]) -> list[str]:
     paths = []
     for i, array in enumerate(arrays):
         path = work / f"{stem}_{i}.npy"
-        np.save(path, np.ascontiguousarray(array, dtype=np.float32))
+        np.save(path, np.ascontiguousarray(array))  # the caller's dtype: the child quantizes exactly as in-process
         paths.append(str(path))
     return paths
 
@@ -153,7 +157,10 @@ def _task_cluster(request: dict[str, Any]) -> dict[str, Any]:
     from ..compress.int8_cluster import cluster_where_tables_pay
 
     model = Path(request["model"]).read_bytes()
-    clustered, report = cluster_where_tables_pay(model, [np.load(p) for p in request["inputs"]], request["clusters"])
+    arrays = [np.load(p) for p in request["inputs"]]
+    clustered, report = cluster_where_tables_pay(
+        model, arrays, request["clusters"], max_decoded_bytes=request.get("max_decoded")
+    )
     Path(request["output"]).write_bytes(clustered)
     return {"ok": True, "summary": report.summary(), "report": report.to_dict()}
 

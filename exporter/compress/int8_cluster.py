@@ -267,7 +267,7 @@ NOT_WORTH_A_TABLE = "left exact: as a lookup table it would not make the file sm
 
 
 def cluster_where_tables_pay(
-    model: bytes, arrays: Sequence[np.ndarray], clusters: int
+    model: bytes, arrays: Sequence[np.ndarray], clusters: int, *, max_decoded_bytes: int | None = None
 ) -> tuple[bytes, Int8ClusterReport]:
     """:func:`cluster_on_calibration`, keeping exact every tensor a lookup table would not shrink.
 
@@ -276,12 +276,13 @@ def cluster_where_tables_pay(
     at K=16, 19 of the 28 clustered tensors stayed int8 (small early filters, depthwise filters with 9
     weights per channel): clustering them lost precision for nothing. The model is clustered, the LUT
     compressor (:func:`exporter.compress.lut.lut_compress`, native: call this in a child) says which
-    tensors it would store compressed, and the clustering is redone from ``model`` with the others skipped.
+    tensors it would store compressed (under ``max_decoded_bytes``, --lut-max-decoded, as the export will
+    compress), and the clustering is redone from ``model`` with the others skipped.
     """
     from .lut import lut_compress
 
     clustered, report = cluster_on_calibration(model, arrays, clusters)
-    _, lut = lut_compress(clustered)
+    _, lut = lut_compress(clustered, max_decoded_bytes=max_decoded_bytes)
     stored = {t.name for t in lut.compressed}
     idle = [t.name for t in report.tensors if t.name not in stored]
     if not idle or not stored:

@@ -26,7 +26,7 @@ intermediate tensor kept, on a few calibration samples.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,8 +79,12 @@ def input_stats(model: bytes, samples: Sequence[Sequence[np.ndarray]]) -> dict[i
     ops = stat_ops(model)
     if not ops or not samples:
         return {}
-    inputs = ActivationProbe(model, samples).inputs(model, [op.inputs[0] for op in ops])
-    return {op.inputs[1]: _stats(op.index, inputs[op.inputs[0]]) for op in ops}
+    probe = ActivationProbe(model, samples)
+    moments = {op.inputs[0]: _Moments() for op in ops}  # ops reading one tensor share its moments
+    for rows in probe.rows(model, list(moments)):  # one sample at a time: memory stays per op, not per row
+        for tensor, x in rows.items():
+            moments[tensor].add(x)
+    return {op.inputs[1]: moments[op.inputs[0]].stats(op.index, len(probe.samples)) for op in ops}
 
 
 class ActivationProbe:
@@ -92,6 +96,14 @@ class ActivationProbe:
 
     def inputs(self, model: bytes, tensors: Sequence[int]) -> dict[int, list[np.ndarray]]:
         """Tensor index -> per sample, its values as (positions, features) float64 minus the zero point."""
+        out: dict[int, list[np.ndarray]] = {t: [] for t in tensors}
+        for rows in self.rows(model, tensors):
+            for t, x in rows.items():
+                out[t].append(x)
+        return out
+
+    def rows(self, model: bytes, tensors: Sequence[int]) -> Iterator[dict[int, np.ndarray]]:
+        """Per sample, tensor index -> its (positions, features) values minus the zero point, positions thinned."""
         from ai_edge_litert.interpreter import Interpreter
 
         with warnings.catch_warnings():  # "intended for debugging purposes": keeping every tensor is the point
@@ -100,19 +112,19 @@ class ActivationProbe:
         interp.allocate_tensors()
         details = {d["index"]: d for d in interp.get_tensor_details()}
         feeds = interp.get_input_details()
-        out: dict[int, list[np.ndarray]] = {t: [] for t in tensors}
         keep = max(1, MAX_ROWS // max(1, len(self.samples)))
         for sample in self.samples:
             for detail, array in zip(feeds, sample, strict=True):
                 interp.set_tensor(detail["index"], _quantized(np.asarray(array), detail))
             interp.invoke()
+            rows = {}
             for t in tensors:
                 x = interp.get_tensor(t).astype(np.float64) - float(details[t]["quantization"][1])
                 x = x.reshape(-1, x.shape[-1])
                 if x.shape[0] > keep:
                     x = x[np.linspace(0, x.shape[0] - 1, keep).round().astype(np.int64)]
-                out[t].append(x)
-        return out
+                rows[t] = x
+            yield rows
 
     def layer_stats(self, model: bytes, op: Any) -> InputStats:
         """``op``'s input statistics in ``model`` (earlier layers edited), paired with the reference model's."""
@@ -127,13 +139,37 @@ class ActivationProbe:
         return InputStats(**{**stats.__dict__, "cross": cross, "reference_mean": x_old.mean(axis=0)})
 
 
+class _Moments:
+    """Running sums of one input's rows: mean, mean square and (up to MAX_COVARIANCE_FEATURES) covariance."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total: np.ndarray | float = 0.0
+        self.squares: np.ndarray | float = 0.0
+        self.outer: np.ndarray | float | None = 0.0
+
+    def add(self, x: np.ndarray) -> None:
+        self.count += x.shape[0]
+        self.total = self.total + x.sum(axis=0)
+        self.squares = self.squares + (x * x).sum(axis=0)
+        if x.shape[1] > MAX_COVARIANCE_FEATURES:
+            self.outer = None
+        elif self.outer is not None:
+            self.outer = self.outer + x.T @ x
+
+    def stats(self, op_index: int, samples: int) -> InputStats:
+        mean = np.asarray(self.total) / self.count
+        covariance = None
+        if self.outer is not None:
+            covariance = np.asarray(self.outer) / self.count - np.outer(mean, mean)
+        return InputStats(op_index, mean, np.asarray(self.squares) / self.count, samples, covariance)
+
+
 def _stats(op_index: int, per_sample: list[np.ndarray]) -> InputStats:
-    x = np.concatenate(per_sample)
-    mean = x.mean(axis=0)
-    covariance = None
-    if x.shape[1] <= MAX_COVARIANCE_FEATURES:
-        covariance = _centred(x).T @ _centred(x) / x.shape[0]
-    return InputStats(op_index, mean, (x * x).mean(axis=0), len(per_sample), covariance)
+    moments = _Moments()
+    for x in per_sample:
+        moments.add(x)
+    return moments.stats(op_index, len(per_sample))
 
 
 def _mean(per_sample: list[np.ndarray]) -> np.ndarray:

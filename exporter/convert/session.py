@@ -122,7 +122,9 @@ class ConversionSession:
             if config.int8_clusters:
                 from ..analyze.litert_child import cluster_in_child
 
-                model, clustering = cluster_in_child(model, calibration.arrays, config.int8_clusters)
+                model, clustering = cluster_in_child(
+                    model, calibration.arrays, config.int8_clusters, max_decoded_bytes=config.int8_lut_max_decoded
+                )
             info = {
                 "scheme": config.describe(),
                 "io_dtype": "int16" if config.int16_activations and config.io_dtype != "float32" else config.io_dtype,

@@ -46,6 +46,8 @@ class QuantizationConfig:
     float_nodes: tuple[str, ...] = ()
     #: --cluster K: int8 weights re-chosen after conversion, at most K values per output channel.
     int8_clusters: int | None = None
+    #: --lut-max-decoded with --cluster: tensors that would stay plain under the cap are not clustered either.
+    int8_lut_max_decoded: int | None = None
 
     def describe(self) -> str:
         scheme = "int16 activations / int8 weights (16x8)" if self.int16_activations else "full-integer int8"

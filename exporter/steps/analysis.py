@@ -37,7 +37,11 @@ def config_for(profile: TargetProfile, opts: ExportOptions) -> QuantizationConfi
     per_channel = profile.quantization.per_channel if opts.per_channel is None else opts.per_channel
     per_tensor_dense = profile.is_mcu and per_channel and opts.dense_quant == "per-tensor"
     return QuantizationConfig(
-        io_dtype=io, per_channel=per_channel, per_tensor_dense=per_tensor_dense, int8_clusters=opts.cluster
+        io_dtype=io,
+        per_channel=per_channel,
+        per_tensor_dense=per_tensor_dense,
+        int8_clusters=opts.cluster,
+        int8_lut_max_decoded=opts.lut_max_decoded if opts.cluster else None,
     )
 
 
