@@ -102,7 +102,7 @@ def convert_for_target(
     measured = reference is not None and checked is not None
 
     def measure(converted: Converted) -> tuple[bytes, Any]:
-        written = _written_and_prefetched(converted.model, runs)
+        written = _written_and_prefetched(converted.model, runs and not _lut_applies(converted, profile, source, opts))
         return written, measure_fidelity(converted.model, reference, checked, source) if measured else None
 
     pc_written, pc_fidelity = measure(per_channel)
@@ -146,14 +146,9 @@ def _as_shipped(
     DECODE puts decoded weights in the arena: on MLPerf AD at K=8 the arenas compare 87,976 B vs 101,144 B
     as shipped, not 4,632 B vs 22,040 B as converted. The compressor's result is cached by content, so the
     chosen candidate's is not computed twice; a compressor failure judges the candidate as converted."""
-    from ..compress.cluster import is_clustered
     from ..errors import EdgeportError
-    from .flash import LUT_RUNTIMES
 
-    clustered = converted.info.get("int8_clustering") is not None or (
-        source.keras_model is not None and is_clustered(source.keras_model)
-    )
-    if profile.runtime.name not in LUT_RUNTIMES or opts.lut == "off" or not (clustered or opts.lut == "on"):
+    if not _lut_applies(converted, profile, source, opts):
         return written, "as converted"
     from ..compress.lut_child import lut_compress_in_child
 
@@ -162,6 +157,18 @@ def _as_shipped(
     except EdgeportError:
         return written, "as converted"
     return (compressed, "LUT-compressed") if lut.changed else (written, "as converted")
+
+
+def _lut_applies(converted: Converted, profile: TargetProfile, source: SourceModel, opts: ExportOptions) -> bool:
+    """Will the flash step try LUT compression on this candidate (exporter.steps.flash.lut_for_flash's test)?"""
+    from ..compress.cluster import is_clustered
+    from .flash import LUT_RUNTIMES
+
+    if profile.runtime.name not in LUT_RUNTIMES or opts.lut == "off":
+        return False
+    if opts.lut == "on" or converted.info.get("int8_clustering") is not None:
+        return True
+    return source.keras_model is not None and is_clustered(source.keras_model)
 
 
 def _arena(written: bytes, runs: bool) -> tuple[int | None, str | None]:
