@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from exporter import workers
@@ -163,7 +164,6 @@ def test_litert_crash_on_the_converted_model_is_one_line_not_fatal(tmp_path, mon
     keras = quiet_keras()
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)])
     model.save(tmp_path / "m.keras")
-    np = pytest.importorskip("numpy")
     np.save(tmp_path / "calib.npy", np.random.default_rng(0).random((16, 8), dtype=np.float32))
     monkeypatch.setenv(litert_child.CRASH_ENV, "run")
     code = main(
