@@ -70,15 +70,17 @@ def vww_image_set(folder: Path, count: int) -> tuple[np.ndarray, str]:
     return np.stack(images).astype(np.float32), how
 
 
-def distinct_per_channel(model: bytes) -> dict[str, Any]:
+def distinct_per_channel(model: bytes, clustered: set[str] | None = None) -> dict[str, Any]:
     """The most distinct int8 values any output channel of a conv/FC weight tensor holds in ``model``.
 
     Per channel along the quantized axis when the tensor has one scale per channel (axis 0, or 3 for
-    depthwise filters), else over the whole tensor: the value tables LUT compression would build."""
+    depthwise filters), else over the whole tensor: the value tables LUT compression would build.
+    With ``clustered`` (the tensor names the export's report lists as clustered) only those count, and
+    ``left`` says how many weight tensors the export kept exact (a table would not have paid there)."""
     from exporter.verify.graph import TFLiteGraph
 
     graph = TFLiteGraph.from_bytes(model)
-    worst, tensors, seen = 0, 0, set()
+    worst, tensors, seen, left = 0, 0, set(), 0
     for op in graph.ops:
         if op.name not in WEIGHT_INPUTS or len(op.inputs) <= WEIGHT_INPUTS[op.name][0]:
             continue
@@ -88,10 +90,13 @@ def distinct_per_channel(model: bytes) -> dict[str, Any]:
         if values is None or tensor.dtype != "int8" or tensor.index in seen:
             continue
         seen.add(tensor.index)
+        if clustered is not None and tensor.name not in clustered:
+            left += 1
+            continue
         tensors += 1
         if len(tensor.scale) > 1:
             moved = np.moveaxis(values, axis, 0).reshape(values.shape[axis], -1)
             worst = max(worst, max(np.unique(channel).size for channel in moved))
         else:
             worst = max(worst, np.unique(values).size)
-    return {"tensors": tensors, "max_distinct": worst}
+    return {"tensors": tensors, "max_distinct": worst, "left": left}

@@ -46,10 +46,10 @@ def _lat(row: Any) -> str:
 
 
 def _twin(row: Any) -> str:
-    if not _lut(row).get("shipped"):
+    if not row.report.get("flash_packing"):
         return "-"
     if row.twin_identical is None:
-        return "not checked (no same-size uncompressed twin)"
+        return "not checked (no same-size plain twin)"
     return "byte-identical" if row.twin_identical else "**DIFFERENT**"
 
 
@@ -58,7 +58,12 @@ def _distinct(row: Any) -> str:
         return "-"
     k = row.config.cluster
     ok = row.distinct["max_distinct"] <= k
-    return f"{row.distinct['max_distinct']} in {row.distinct['tensors']} tensors" + ("" if ok else " **> K**")
+    left = row.distinct.get("left", 0)
+    return (
+        f"{row.distinct['max_distinct']} in {row.distinct['tensors']} clustered tensors"
+        + ("" if ok else " **> K**")
+        + (f"; {left} kept exact (no table would pay)" if left else "")
+    )
 
 
 def _agreement(q: dict[str, Any]) -> str:
@@ -112,6 +117,12 @@ def family_table(family: dict[str, Any]) -> list[str]:
         f"| MLPerf Tiny reference `{family['reference'].name}` | {ref_bytes:,} B | 1.000 | {ref_arena:,} B | - "
         f"| A/A control {control['ratio']:.2f} ({lo:.2f}-{hi:.2f}) | {ref_quality} | - |"
     )
+    shared = family.get("reference_shared_bytes")
+    if shared and shared != ref_bytes:
+        lines.append(
+            f"| the same reference, zero points stored once (as edgeport ships) | {shared:,} B "
+            f"| {shared / ref_bytes:.3f} | - | - | - | identical outputs | - |"
+        )
     for row in family["rows"]:
         if row.ours is None:
             lines.append(f"| {row.config.label} | not written: {row.error} | | | | | | **FAIL** |")
@@ -130,7 +141,7 @@ def family_table(family: dict[str, Any]) -> list[str]:
 def detail_table(family: dict[str, Any]) -> list[str]:
     lines = [
         "| export | LUT (shipped file) | Dense quantization | clustering error | max distinct values per channel "
-        "(uncompressed twin) | export's own bit-exact check | shipped vs twin on this run's inputs | export wall |",
+        "(plain twin) | export's own bit-exact check | shipped vs twin on this run's inputs | export wall |",
         "|---|---|---|---:|---|---|---|---:|",
     ]
     for row in family["rows"]:
@@ -138,7 +149,9 @@ def detail_table(family: dict[str, Any]) -> list[str]:
             continue
         clustering = row.report.get("conversion", {}).get("int8_clustering") or {}
         error = f"{clustering['mean_abs_error_lsb']:.3f} LSB" if clustering else "-"
-        check = (_lut(row).get("check") or {}) if _lut(row).get("shipped") else {}
+        check = (
+            (_lut(row).get("check") or {}) if _lut(row).get("shipped") else row.report.get("zero_points_check") or {}
+        )
         own = f"{'bit-exact' if check.get('bit_exact') else '**NOT bit-exact**'} on {check['inputs']}" if check else "-"
         lines.append(
             f"| {row.config.label} | {_bits(row)} | {_dense(row)} | {error} | {_distinct(row)} | {own} "
@@ -230,11 +243,9 @@ def reading(families: list[dict[str, Any]]) -> list[str]:
         bad = [r.config.label for r in rows.values() if r.twin_identical is False]
         over = [r.config.label for r in rows.values() if r.distinct and r.distinct["max_distinct"] > r.config.cluster]
         if bad:
-            out.append(
-                f"- {short}: **shipped LUT file differs from its uncompressed twin** on this run's inputs: {bad}."
-            )
+            out.append(f"- {short}: **shipped file differs from its plain twin** on this run's inputs: {bad}.")
         if over:
-            out.append(f"- {short}: **more than K distinct values in a channel** of the uncompressed twin: {over}.")
+            out.append(f"- {short}: **more than K distinct values in a clustered channel** of the plain twin: {over}.")
         slow = [r for r in rows.values() if r.latency and r.latency["ratio"] > 1.10]
         if slow:
             out.append(
@@ -312,8 +323,10 @@ def render(families: list[dict[str, Any]], prov: dict[str, Any]) -> str:
         'five-frame windows of the shipped sample. Prune rows: `prune=PruneSpec(method="magnitude", '
         "sparsity=0.5)` (unstructured, per layer, default skips, no fine-tuning), then K=8. References: the "
         "int8 `.tflite` files of mlcommons/tiny.",
-        "- Flash: the bytes of the cortex-m4 `model_int8.tflite`, the file the C array holds (LUT-compressed when "
-        "the export shipped it so).",
+        "- Flash: the bytes of the cortex-m4 `model_int8.tflite`, the file the C array holds, in TFLite Micro's "
+        "flash layout: per-channel zero points stored once per tensor (TFLite Micro reads one for all channels; "
+        "8 B per channel less) and clustered weights LUT-compressed when that paid. The reference row below it is "
+        "the MLPerf Tiny file with the same zero-point layout, to show how much of a ratio that layout alone explains.",
         "- TFLM arena: report.json `cortex_m.arena.measured_bytes` (decoded weights in the arena: the "
         "MODEL_ARENA_SIZE basis without decompression memory); the reference's by `exporter.benchmark.measure_arena`. "
         "Both are the smallest arena that allocates and invokes on this x86-64 host, bisected. 'arena + alt.': "
@@ -335,9 +348,11 @@ def render(families: list[dict[str, Any]], prov: dict[str, Any]) -> str:
         "the target's, the held-out one shows what fitting the even windows is worth on windows it did not see "
         "(neighbouring windows share 4 of their 5 frames, so it is not independent data). The reference int8 "
         "file was calibrated by MLPerf Tiny on its own data.",
-        "- 'shipped vs twin': the shipped LUT file against the uncompressed clustered model of the same export "
-        "(the Ethos-U target's model_int8.tflite, used only when its size equals report.json "
-        "`lut_compression.size_before`), both in TFLite Micro on all of this run's inputs, raw int8 outputs compared.",
+        "- 'shipped vs twin': the shipped file against the plain (per-channel zero points, uncompressed) model of "
+        "the same export (the Ethos-U target's model_int8.tflite, used only when its size equals report.json "
+        "`flash_packing.analysed_bytes`), both in TFLite Micro on all of this run's inputs, raw int8 outputs "
+        "compared. 'max distinct values per channel' counts the tensors the export clustered (report.json "
+        "`conversion.int8_clustering.tensors`); the others it kept exact, since no value table would have paid.",
         "- WORK is the run's scratch folder. Export wall times include the Ethos-U target (a second conversion "
         "and two Vela runs for the clustered exports), one export after another on this machine.",
         "",

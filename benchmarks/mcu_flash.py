@@ -7,12 +7,12 @@ Run from the repository root (needs ../shared/assets; about 4 minutes on 2 cores
 
 In one run (issue #16, points 3 and 5) it exports the MLPerf Tiny Visual Wake Words (vww_96.h5) and
 Anomaly Detection (ad01.h5) Keras models with ``exporter.export(..., target=["cortex-m4",
-"cortex-m55-ethos-u55"])`` plain, with ``cluster=16, 8, 4`` (4-, 3- and 2-bit value tables) and with
-50% unstructured magnitude pruning then ``cluster=8`` (AD also at K=16, 8 and 4 with ``dense_quant=
-"per-tensor"`` and at K=8 and 4 with ``"per-channel"`` forced, to show what auto's choice costs or buys;
+"cortex-m55-ethos-u55"])`` plain, with ``cluster=32, 16, 8, 4`` (5-, 4-, 3- and 2-bit value tables) and
+with 50% unstructured magnitude pruning then ``cluster=8`` (AD also at K=16 and 8 with ``dense_quant=
+"per-tensor"`` and at K=16, 8 and 4 with ``"per-channel"`` forced, to show what auto's choice costs or buys;
 AD is calibrated on the even windows of its sample and scored on all of them and on the odd ones), and sets
 each cortex-m4 file (the one TFLite
-Micro firmware ships: LUT-compressed when that paid and was bit-exact) beside the reference int8
+Micro firmware ships: zero points shared, LUT-compressed when that paid, checked bit-exact) beside the reference int8
 .tflite the MLPerf Tiny repository ships:
 
 - flash: the bytes of ``model_int8.tflite``, and their ratio to the reference file;
@@ -26,8 +26,8 @@ Micro firmware ships: LUT-compressed when that paid and was bit-exact) beside th
   score of the shipped sample. Every int8 model runs in TFLite Micro, each in its own child.
 
 It also checks, on those same inputs, that each shipped LUT file gives outputs byte-identical to its
-uncompressed clustered twin (the Ethos-U target's model_int8.tflite of the same export), counts the
-distinct values per channel in that twin, and reports Vela's flash clustered vs unclustered
+plain twin (the Ethos-U target's model_int8.tflite of the same export: per-channel zero points, no LUT),
+counts the distinct values per channel of the clustered tensors in that twin, and reports Vela's flash clustered vs unclustered
 (report.json ``vela_clustering``). The issue's targets (VWW flash <= 0.65x with agreement >= the
 reference int8's; AD flash <= 0.60x with the score within 2% of float) are PASS/FAIL per row. The
 results file is written atomically, with date, commit, machine and versions.
@@ -86,6 +86,7 @@ class Config:
 
 CONFIGS = [
     Config("plain", "plain int8"),
+    Config("k32", "K=32 (5-bit)", 32),
     Config("k16", "K=16 (4-bit)", 16),
     Config("k8", "K=8 (3-bit)", 8),
     Config("k4", "K=4 (2-bit)", 4),
@@ -97,7 +98,7 @@ AD_CONFIGS = [
     *CONFIGS,
     Config("k16pt", "K=16, dense per-tensor (forced)", 16, dense="per-tensor"),
     Config("k8pt", "K=8, dense per-tensor (forced)", 8, dense="per-tensor"),
-    Config("k4pt", "K=4, dense per-tensor (forced)", 4, dense="per-tensor"),
+    Config("k16pc", "K=16, dense per-channel (forced)", 16, dense="per-channel"),
     Config("k8pc", "K=8, dense per-channel (forced)", 8, dense="per-channel"),
     Config("k4pc", "K=4, dense per-channel (forced)", 4, dense="per-channel"),
 ]
@@ -213,22 +214,35 @@ def export_rows(model: Path, calib: str, work: Path, configs: list[Config], **op
 
 
 def check_twins(rows: list[Row], inputs: Path, work: Path, family: str, outputs: dict[str, Any]) -> None:
-    """For each shipped LUT file: its outputs vs the uncompressed twin's, byte for byte, and the twin's
-    distinct values per channel. The twin is the Ethos-U target's file of the same export when its size
-    is the LUT step's ``size_before`` (the same conversion and compaction); otherwise no check is claimed."""
+    """For each shipped file in TFLite Micro's flash layout (zero points shared, weights LUT-compressed):
+    its outputs vs the plain twin's, byte for byte, and the twin's distinct values per channel in the
+    tensors the export clustered. The twin is the Ethos-U target's file of the same export when its size
+    is the flash step's ``analysed_bytes`` (the same conversion and compaction); otherwise no check is claimed."""
+    from exporter.convert.compact import short_name
+
     for row in rows:
-        lut = row.report.get("lut_compression") or {}
+        packing = row.report.get("flash_packing") or {}
         if row.ours is None or row.twin is None:
             continue
         if row.config.cluster is not None:
-            row.distinct = distinct_per_channel(row.twin.read_bytes())
-        if not lut.get("shipped"):
+            clustering = (row.report.get("conversion") or {}).get("int8_clustering") or {}
+            names = {short_name(t["name"]) for t in clustering.get("tensors", [])}
+            row.distinct = distinct_per_channel(row.twin.read_bytes(), names)
+        if not packing:
             continue
-        if row.twin.stat().st_size != lut.get("size_before"):
+        if row.twin.stat().st_size != packing.get("analysed_bytes"):
             row.twin_identical = None
             continue
         twin = tflm_outputs(row.twin, inputs, work, f"{family}_{row.config.key}_twin")
         row.twin_identical = bool((twin["raw"] == outputs[row.config.key]["raw"]).all())
+
+
+def shared_size(reference: Path) -> int:
+    """The reference file with edgeport's TFLite Micro layout applied (zero points stored once): how much
+    of a row's flash ratio that layout alone explains."""
+    from exporter.convert.compact import share_zero_points
+
+    return len(share_zero_points(reference.read_bytes())[0])
 
 
 # --- the two models ------------------------------------------------------------------------------
@@ -269,6 +283,7 @@ def measure_vww(work: Path) -> dict[str, Any]:
         "family": "vww",
         "reference": reference,
         "reference_bytes": reference.stat().st_size,
+        "reference_shared_bytes": shared_size(reference),
         "reference_arena": measure_arena(reference),
         "reference_quality": ref_quality,
         "float": {
@@ -327,6 +342,7 @@ def measure_ad(work: Path) -> dict[str, Any]:
         "family": "ad",
         "reference": reference,
         "reference_bytes": reference.stat().st_size,
+        "reference_shared_bytes": shared_size(reference),
         "reference_arena": measure_arena(reference),
         "reference_quality": quality(outputs["reference"]["real"]),
         "float": {

@@ -66,6 +66,9 @@ class ExportOptions:
     lut: str = "auto"
     #: --lut-max-decoded BYTES: tensors whose decoded int8 form is larger stay plain (DECODE's RAM cost).
     lut_max_decoded: int | None = None
+    #: --keep-zero-points: TFLite Micro files keep one zero point per channel, so LiteRT loads them too
+    #: (by default they store it once per tensor: 8 B per channel less flash; exporter.convert.compact).
+    keep_zero_points: bool = False
     # Microcontroller firmware (Cortex-M / Ethos-U targets): see docs/firmware.md.
     c_name: str | None = None
     depfile: Path | None = None

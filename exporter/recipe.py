@@ -507,13 +507,13 @@ def _export(step, model_path, recipe, folder, evaluation) -> tuple[tuple, str | 
 
 
 def _runtime_for(model: bytes) -> str:
-    from .compress.lut_rules import DECODE_OP, op_names
+    from .convert.compact import tflm_only
 
-    return "TFLite Micro, LUT-compressed file" if DECODE_OP in op_names(model) else "LiteRT"
+    return "LiteRT" if tflm_only(model) is None else "TFLite Micro, its flash layout"
 
 
 def _int8_outputs(model: bytes, x: np.ndarray) -> np.ndarray:
-    """The first output on ``x``: LiteRT, or TFLite Micro for a LUT-compressed file (DECODE), in a child either way."""
+    """The first output on ``x``: LiteRT, or TFLite Micro for a file in its flash layout, in a child either way."""
     from .analyze.litert_child import run_tflite_in_child
 
     if _runtime_for(model) == "LiteRT":

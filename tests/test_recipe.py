@@ -207,7 +207,7 @@ targets = ["cortex-m4"]
     report = json.loads((out / "recipe_report.json").read_text())
     export = report["steps"][1]["detail"]["cortex-m4"]
     assert export["verdict"] == "ok" and 0.8 < export["int8_accuracy"] <= 1.0
-    assert "TFLite Micro, LUT-compressed file" in export["accuracy_how"]
+    assert "TFLite Micro, its flash layout" in export["accuracy_how"]
     target_report = json.loads((out / "02_export" / "report.json").read_text())
     assert target_report["lut_compression"]["shipped"] is True
     assert max(t["bits"] for t in target_report["lut_compression"]["compressed"]) <= 3

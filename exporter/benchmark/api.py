@@ -52,6 +52,8 @@ class _Model:
     softmax_classes: int
     custom_ops: tuple[str, ...] = ()
     softmax_input_scale: float | None = None
+    #: Why only TFLite Micro loads the file (edgeport's Cortex-M flash layout), or None.
+    tflm_layout: str | None = None
 
     @property
     def n_inputs(self) -> int:
@@ -95,6 +97,12 @@ def benchmark(
             f"Target {profile.name} runs ONNX models in onnxruntime; {source.display} is a .tflite.",
             hint=f"Benchmark the .onnx file that 'edgeport export --target {profile.name}' wrote, "
             "or pick a TFLite target (e.g. android-arm64, cortex-m4).",
+        )
+    if engine == "litert" and source.tflm_layout is not None:
+        raise UsageError(
+            f"{source.display} is in TFLite Micro's flash layout ({source.tflm_layout}): LiteRT does not load it.",
+            hint="Benchmark it with --target cortex-m4 (TFLite Micro), or re-export with "
+            "--keep-zero-points --lut off for a file LiteRT also loads.",
         )
     cores = usable_cores()
     notes: list[str] = []
@@ -254,8 +262,19 @@ def _tflite_model(blob: bytes, path: Path | None, display: str) -> _Model:
                 softmax_scale = scale if softmax_scale is None else min(softmax_scale, scale)
     names = tuple(graph.tensor(i).name for i in graph.inputs)
     custom = tuple(sorted({op.custom_code for op in (*graph.ops, *graph.other_ops) if op.custom_code}))
+    from ..convert.compact import tflm_only
+
     return _Model(
-        path, blob if path is None else None, display, "tflite", len(blob), names, softmax, custom, softmax_scale
+        path,
+        blob if path is None else None,
+        display,
+        "tflite",
+        len(blob),
+        names,
+        softmax,
+        custom,
+        softmax_scale,
+        tflm_only(blob),
     )
 
 

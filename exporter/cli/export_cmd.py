@@ -141,6 +141,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="keep tensors whose decoded weights exceed BYTES as plain int8 (e.g. 16K): DECODE writes a whole "
         "tensor into the arena before its op runs, so this caps the RAM LUT compression adds, at some flash",
     )
+    fw.add_argument(
+        "--keep-zero-points",
+        action="store_true",
+        help="TFLite Micro files keep one zero point per channel, so LiteRT also loads them; by default each "
+        "per-channel tensor stores its (all-equal) zero point once: 8 B per channel less flash",
+    )
     fw.add_argument("--flash-budget", metavar="BYTES", help="override the profile's flash budget, e.g. 1M or 524288")
     fw.add_argument("--ram-budget", metavar="BYTES", help="override the profile's RAM budget, e.g. 256K")
     from .compress_cmd import add_prune_arguments
@@ -209,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         lut=args.lut,
         lut_max_decoded=parse_bytes(args.lut_max_decoded, "--lut-max-decoded") if args.lut_max_decoded else None,
+        keep_zero_points=args.keep_zero_points,
         c_name=args.c_name,
         depfile=args.depfile,
         dense_quant=args.dense_quant,
@@ -224,4 +231,7 @@ def run(args: argparse.Namespace) -> int:
         for reason in report.reasons:
             print(f"{report.target}: {reason}", file=sys.stderr)
         print(f"{report.target}: {report.output_dir}", file=sys.stderr)
+        layout = (report.extra.get("flash_packing") or {}).get("layout")
+        if layout:
+            print(f"{report.target}: {layout}", file=sys.stderr)
     return result.exit_code

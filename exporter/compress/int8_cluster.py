@@ -277,12 +277,14 @@ def cluster_where_tables_pay(
     weights per channel): clustering them lost precision for nothing. The model is clustered, the LUT
     compressor (:func:`exporter.compress.lut.lut_compress`, native: call this in a child) says which
     tensors it would store compressed (under ``max_decoded_bytes``, --lut-max-decoded, as the export will
-    compress), and the clustering is redone from ``model`` with the others skipped.
+    compress), and the clustering is redone from ``model`` with the others skipped. The compressor sees
+    the file as TFLite Micro targets ship it, zero points shared (exporter.convert.compact).
     """
+    from ..convert.compact import share_zero_points
     from .lut import lut_compress
 
     clustered, report = cluster_on_calibration(model, arrays, clusters)
-    _, lut = lut_compress(clustered, max_decoded_bytes=max_decoded_bytes)
+    _, lut = lut_compress(share_zero_points(clustered)[0], max_decoded_bytes=max_decoded_bytes)
     stored = {t.name for t in lut.compressed}
     idle = [t.name for t in report.tensors if t.name not in stored]
     if not idle or not stored:

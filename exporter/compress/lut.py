@@ -195,13 +195,15 @@ def _least_cost(tensor: ConstTensor, bits: int, distinct: int) -> int:
     """A lower bound on the file-size change of compressing ``tensor``, to skip hopeless builds.
 
     Counted: packed indices, the value tables (``channels x distinct`` entries), the 16-byte DCM
-    header and the decoded tensor's copy of the quantization (4 B scale + 8 B zero point per
-    channel). The real cost adds names, tables and padding, which is why candidates are measured.
+    header and the decoded tensor's copy of the quantization (4 B per scale, 8 B per zero point:
+    one per channel, or one in all once they are shared). The real cost adds names, tables and
+    padding, which is why candidates are measured.
     """
     itemsize = tensor.nbytes // max(tensor.size, 1)
     rows = len(tensor.scales) if tensor.per_channel else 1
     packed = math.ceil(tensor.size * bits / 8)
-    return packed + rows * distinct * itemsize + 16 + 12 * len(tensor.scales) - tensor.nbytes
+    quantization = 4 * len(tensor.scales) + 8 * len(tensor.zero_points)
+    return packed + rows * distinct * itemsize + 16 + quantization - tensor.nbytes
 
 
 def _row(candidate: _Candidate, delta: int) -> LutTensor:

@@ -55,6 +55,7 @@ def load_tflite(path: Path, *, input_shape: tuple[int, ...] | None) -> SourceMod
         [(name, shape, dtype, None) for name, shape, _, dtype in raw_inputs], input_shape, fixed=True
     )
     outputs = [TensorSpec(name=name, shape=shape, dtype=dtype) for name, shape, _, dtype in raw_outputs]
+    data = _portable(data, notes)
     return SourceModel(
         path=path,
         format="tflite",
@@ -64,6 +65,20 @@ def load_tflite(path: Path, *, input_shape: tuple[int, ...] | None) -> SourceMod
         tflite_bytes=data,
         notes=notes,
     )
+
+
+def _portable(data: bytes, notes: list[str]) -> bytes:
+    """A Cortex-M file edgeport wrote with shared zero points, with them repeated per channel again (the
+    same model, lossless), so LiteRT analyses it and every target's file loads where it should."""
+    from ..convert.compact import expand_zero_points, tflm_only
+
+    layout = tflm_only(data)
+    if layout is None or "zero points" not in layout:
+        return data
+    notes.append(
+        "the file stores one zero point per per-channel tensor (TFLite Micro's flash layout); read with one per channel"
+    )
+    return expand_zero_points(data)
 
 
 def _read(path: Path) -> bytes:

@@ -102,7 +102,11 @@ def convert_for_target(
     measured = reference is not None and checked is not None
 
     def measure(converted: Converted) -> tuple[bytes, Any]:
-        written = _written_and_prefetched(converted.model, runs and not _lut_applies(converted, profile, source, opts))
+        written = _written_and_prefetched(
+            converted.model,
+            runs and not _lut_applies(converted, profile, source, opts),
+            _shares_zero_points(profile, opts),
+        )
         return written, measure_fidelity(converted.model, reference, checked, source) if measured else None
 
     pc_written, pc_fidelity = measure(per_channel)
@@ -127,12 +131,22 @@ def _runs_on_tflite_micro(graph: Any) -> bool:
     return not resolver_ops(graph)[1]
 
 
-def _written_and_prefetched(model: bytes, runs: bool) -> bytes:
-    """The candidate as the firmware would hold it (MCU name compaction), its arena child started now."""
+def _shares_zero_points(profile: TargetProfile, opts: ExportOptions) -> bool:
+    """Will the flash step store per-channel zero points once (exporter.steps.flash.pack_for_tflm's test)?"""
+    from .flash import LUT_RUNTIMES
+
+    return profile.runtime.name in LUT_RUNTIMES and not opts.keep_zero_points
+
+
+def _written_and_prefetched(model: bytes, runs: bool, share: bool) -> bytes:
+    """The candidate as the firmware would hold it (MCU name compaction, zero points shared for TFLite
+    Micro: per-channel weights pay 4 B per channel there, not 12), its arena child started now."""
     from ..benchmark.api import prefetch_arena
-    from ..convert.compact import compact
+    from ..convert.compact import compact, share_zero_points
 
     written = compact(model)[0]
+    if share:
+        written = share_zero_points(written)[0]
     if runs:
         prefetch_arena(written)
     return written

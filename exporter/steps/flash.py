@@ -37,6 +37,76 @@ def compact_for_flash(report: TargetReport, model: bytes) -> bytes:
     return model
 
 
+def pack_for_tflm(
+    report: TargetReport,
+    profile: TargetProfile,
+    model: bytes,
+    samples: CalibrationSet | None,
+    opts: Any,
+    clustered_source: bool = False,
+    converted: bool = True,
+) -> bytes:
+    """A TFLite Micro target's flash file: zero points shared, clustered weights LUT-compressed, and
+    TFLite Micro's outputs checked bit-identical to ``model`` (the analysed int8 model) on the samples.
+
+    Other MCU runtimes (Vela reads the file for the Ethos-U) get ``model`` unchanged. One check covers
+    both rewrites when LUT ships; a model LUT does not touch is checked for the zero points alone. A given
+    .tflite (``converted`` False) keeps its zero points: edgeport ships the user's file as it is."""
+    if profile.runtime.name not in LUT_RUNTIMES:
+        return model
+    from ..convert.compact import share_zero_points
+
+    keep = opts.keep_zero_points or not converted
+    shared, sharing = (model, None) if keep else share_zero_points(model)
+    if sharing is not None and not sharing.tensors:
+        sharing = None
+    packed = lut_for_flash(
+        report,
+        profile,
+        shared,
+        samples,
+        opts.arena_margin,
+        opts.lut,
+        clustered_source,
+        opts.lut_max_decoded,
+        reference=model,
+    )
+    if sharing is not None and packed is shared and not _zero_points_exact(report, model, shared, samples):
+        packed = model
+    elif sharing is not None:
+        report.conversion["zero_points"] = sharing.describe()
+        if packed is shared:
+            _set_flash_bytes(report, len(shared))
+    if packed is not model:
+        from ..convert.compact import tflm_only
+
+        report.extra["flash_packing"] = {
+            "analysed_bytes": len(model),
+            "zero_points": {"tensors": sharing.tensors, "saved": sharing.saved} if sharing is not None else None,
+            "shipped_bytes": len(packed),
+            "layout": f"model_int8.tflite loads in TFLite Micro only: {tflm_only(packed)}; "
+            "--keep-zero-points --lut off writes one LiteRT also loads",
+        }
+    return packed
+
+
+def _zero_points_exact(report: TargetReport, model: bytes, shared: bytes, samples: CalibrationSet | None) -> bool:
+    """TFLite Micro's outputs of the shared-zero-point file equal the analysed model's (a child each)."""
+    from ..compress.lut_check import check_bit_exact
+
+    inputs, inputs_from = check_inputs(model, samples)
+    try:
+        check = check_bit_exact(model, shared, inputs, arena=False)
+    except EdgeportError as exc:
+        report.warnings.append(f"Zero points not shared: the TFLite Micro check could not run ({exc}).")
+        return False
+    report.extra["zero_points_check"] = {**check.to_dict(), "inputs": inputs_from, "summary": check.summary()}
+    if not check.bit_exact:
+        report.warnings.append(f"Zero points not shared: {check.summary()}. Please report this model.")
+        return False
+    return True
+
+
 def lut_for_flash(
     report: TargetReport,
     profile: TargetProfile,
@@ -46,6 +116,7 @@ def lut_for_flash(
     mode: str = "auto",
     clustered_source: bool = False,
     max_decoded: int | None = None,
+    reference: bytes | None = None,
 ) -> bytes:
     """The LUT-compressed model when it is smaller, fits where the plain one fits, and TFLite Micro's
     outputs stay bit-identical; else ``model``. A model with nothing clustered comes back unchanged, silently.
@@ -53,7 +124,8 @@ def lut_for_flash(
     LUT trades RAM for flash: DECODE writes each decoded tensor into the arena just before its consumer
     runs, so the arena grows by the largest decoded tensor alive at once (AD: 4,632 B -> 87,976 B). The
     compressed model ships unless that growth breaks a RAM budget the plain model meets; ``max_decoded``
-    (--lut-max-decoded) keeps larger tensors plain, to cap that growth."""
+    (--lut-max-decoded) keeps larger tensors plain, to cap that growth. ``reference`` (default ``model``)
+    is what the compressed file's outputs must equal: the analysed model, before zero-point sharing."""
     if profile.runtime.name not in LUT_RUNTIMES or mode == "off":
         return model
     if mode == "auto" and report.conversion.get("int8_clustering") is None and not clustered_source:
@@ -73,7 +145,7 @@ def lut_for_flash(
         return model
     inputs, inputs_from = check_inputs(model, samples)
     try:
-        check = check_bit_exact(model, compressed, inputs)
+        check = check_bit_exact(reference if reference is not None else model, compressed, inputs)
     except EdgeportError as exc:
         report.warnings.append(f"Weights not LUT-compressed: the TFLite Micro check could not run ({exc}).")
         return model

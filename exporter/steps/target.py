@@ -21,7 +21,7 @@ from ..progress import Progress
 from ..report.report import TargetReport
 from .analysis import analyze, config_for, layer_error_rows, layer_sizes
 from .converting import convert_for_target
-from .flash import clustering_buys, compact_for_flash, lut_for_flash, vela_clustering
+from .flash import clustering_buys, compact_for_flash, pack_for_tflm, vela_clustering
 from .guarding import guard_target
 
 log = logging.getLogger(__name__)
@@ -65,15 +65,14 @@ def export_target(
         model = compact_for_flash(report, model)
     plain = model  # int8 tensors, as analysed: what the sparsity figures read
     if profile.is_mcu:
-        model = lut_for_flash(
+        model = pack_for_tflm(
             report,
             profile,
             model,
             session.calibration if session is not None else checked,
-            opts.arena_margin,
-            opts.lut,
+            opts,
             source.keras_model is not None and is_clustered(source.keras_model),
-            opts.lut_max_decoded,
+            converted=session is not None,
         )
         vela_clustering(report, profile, session, config_for(profile, opts), model)
     clustering_buys(report, profile, model)

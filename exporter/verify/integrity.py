@@ -62,8 +62,25 @@ def _plausible_op(message: str) -> bool:
     return bool(found.group(1)) and 0 < int(found.group(2)) <= _MAX_PLAUSIBLE_OP_VERSION
 
 
+#: LiteRT's refusal of TFLite Micro's shared zero points (exporter.convert.compact.share_zero_points).
+_SHARED_ZERO_POINTS = re.compile(r"QuantizationParam has 1 zero_point values and \d+ scale values")
+
+
 def _litert_rejection(buf: bytes) -> str | None:
-    """LiteRT's own words for why it cannot load ``buf``; None when it loads."""
+    """LiteRT's own words for why it cannot load ``buf``; None when it loads.
+
+    A file whose only fault for LiteRT is TFLite Micro's one-zero-point-per-tensor layout (what
+    edgeport writes for Cortex-M) is judged as the same file with the zero points repeated: the
+    FlatBuffers verifier has passed by the time LiteRT checks quantization, so reading it is safe."""
+    message = _litert_load(buf)
+    if message is not None and _SHARED_ZERO_POINTS.search(message):
+        from ..convert.compact import expand_zero_points
+
+        return _litert_load(expand_zero_points(buf))
+    return message
+
+
+def _litert_load(buf: bytes) -> str | None:
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     try:
