@@ -46,12 +46,15 @@ def test_python_api_mirrors_the_cli(tmp_path, tiny_keras_path, tiny_calib_path):
 def test_targets_sharing_a_quantization_config_share_one_conversion(tmp_path, tiny_keras_path, tiny_calib_path):
     result = exporter.export(tiny_keras_path, target="all", calib=str(tiny_calib_path), output_dir=tmp_path)
     assert len(result.reports) == 5
-    conversions = [{k: v for k, v in r.conversion.items() if k != "compaction"} for r in result.reports]
+    conversions = [{k: v for k, v in r.conversion.items() if k not in ("compaction", "zero_points")} for r in result.reports]
     assert all(c == conversions[0] for c in conversions)  # same timing too: converted once, not five times
-    # MCU targets get the flash-compacted file (names shortened), the others the converter's bytes
+    # MCU targets get the flash-compacted file (names shortened; TFLite Micro's with zero points shared, the
+    # Ethos-U's, which Vela reads, without), the others the converter's bytes
     digests = {r.target: r.artifacts[0].sha256 for r in result.reports}
-    mcu = {t for t in digests if t.startswith("cortex-m")}
-    assert len({digests[t] for t in mcu}) == 1 and len({digests[t] for t in digests if t not in mcu}) == 1
+    tflm = {t for t in digests if t in ("cortex-m4", "cortex-m7")}
+    others = {t for t in digests if not t.startswith("cortex-m")}
+    assert len({digests[t] for t in tflm}) == 1 and len({digests[t] for t in others}) == 1
+    assert len(set(digests.values())) == 3
 
 
 def test_rerun_is_byte_identical_and_keeps_mtimes(tmp_path, tiny_keras_path, tiny_calib_path):

@@ -77,17 +77,16 @@ def test_per_tensor_model_is_left_as_it_is(assets):
 
 
 def test_edgeport_reads_the_shared_layout_as_input(assets, tmp_path, capsys):
-    """A TFLite Micro file is a valid model, not a corrupt one: exported again for LiteRT it loads there;
-    benchmarked through LiteRT it is refused in one line that says what to do."""
+    """A TFLite Micro file is a valid model, not a corrupt one: exported again for LiteRT it loads there,
+    and LiteRT benchmarks it (the same model, zero points repeated in memory)."""
     shared = tmp_path / "vww_shared.tflite"
     shared.write_bytes(share_zero_points((assets / VWW).read_bytes())[0])
     run = run_cli(capsys, "export", shared, "--target", "android-arm64", "-o", tmp_path / "out", "--quiet")
     assert run.code == 0, run.err
     written = (tmp_path / "out" / "model_int8.tflite").read_bytes()
     assert tflm_only(written) is None and _per_channel(written)[0][1] > 1
-    run = run_cli(capsys, "bench", shared, "--target", "android-arm64", "--runs", "1")
-    assert run.code == 2 and "TFLite Micro's flash layout" in run.err and "--keep-zero-points" in run.err
-    assert len(run.err.strip().splitlines()) == 1 and "Traceback" not in run.err
+    run = run_cli(capsys, "bench", shared, "--target", "android-arm64", "--runs", "1", "--warmup", "0")
+    assert run.code == 0, run.err
 
 
 def test_cortex_m_export_ships_shared_zero_points_checked_and_says_so(

@@ -25,10 +25,11 @@ def _interpreter(model: bytes, threads: int = 1):
     """A LiteRT interpreter, created without its "Created XNNPACK delegate" banner on stderr."""
     from ai_edge_litert.interpreter import Interpreter
 
+    from ..convert.compact import for_litert
     from ..tfimport import silenced_stderr_fd
 
     with silenced_stderr_fd():
-        interp = Interpreter(model_content=model, num_threads=threads)
+        interp = Interpreter(model_content=for_litert(model), num_threads=threads)
         interp.allocate_tensors()
     return interp
 

@@ -323,12 +323,13 @@ def _method(n: int) -> str:
 def _interpreter(model: bytes, what: str):
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+    from ..convert.compact import for_litert
     from ..tfimport import silenced_stderr_fd
 
     try:
         with silenced_stderr_fd():
             interp = Interpreter(
-                model_content=model,
+                model_content=for_litert(model),
                 experimental_preserve_all_tensors=True,
                 experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
             )

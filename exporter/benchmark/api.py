@@ -23,6 +23,7 @@ from typing import Any
 from ..analyze.memo import shared, start_shared
 from ..atomic import scratch_dir
 from ..childproc import child_env
+from ..convert.compact import SHARED_ZERO_POINTS, tflm_only
 from ..errors import InputModelError, InternalError, NotSupportedError, UsageError
 from ..profiles import TargetProfile, load_profile
 from .host import cpu_model, int8_kernels, usable_cores
@@ -98,7 +99,7 @@ def benchmark(
             hint=f"Benchmark the .onnx file that 'edgeport export --target {profile.name}' wrote, "
             "or pick a TFLite target (e.g. android-arm64, cortex-m4).",
         )
-    if engine == "litert" and source.tflm_layout is not None:
+    if engine == "litert" and source.tflm_layout not in (None, SHARED_ZERO_POINTS):  # LUT: DECODE is TFLM's
         raise UsageError(
             f"{source.display} is in TFLite Micro's flash layout ({source.tflm_layout}): LiteRT does not load it.",
             hint="Benchmark it with --target cortex-m4 (TFLite Micro), or re-export with "
@@ -262,8 +263,6 @@ def _tflite_model(blob: bytes, path: Path | None, display: str) -> _Model:
                 softmax_scale = scale if softmax_scale is None else min(softmax_scale, scale)
     names = tuple(graph.tensor(i).name for i in graph.inputs)
     custom = tuple(sorted({op.custom_code for op in (*graph.ops, *graph.other_ops) if op.custom_code}))
-    from ..convert.compact import tflm_only
-
     return _Model(
         path,
         blob if path is None else None,
@@ -276,6 +275,7 @@ def _tflite_model(blob: bytes, path: Path | None, display: str) -> _Model:
         softmax_scale,
         tflm_only(blob),
     )
+
 
 
 def _resolve_profile(target: TargetProfile | str | None, source: _Model) -> TargetProfile | None:

@@ -23,6 +23,9 @@ class LiteRTEngine:
     def load(self) -> None:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+        from ..convert.compact import for_litert
+
+        self.blob = for_litert(self.blob)  # edgeport's Cortex-M layout: the same model, zero points repeated
         kwargs = {}
         if not self.xnnpack:
             kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES

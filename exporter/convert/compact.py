@@ -135,6 +135,17 @@ def expand_zero_points(model: bytes) -> bytes:
     return bytes(builder.Output())
 
 
+def for_litert(model: bytes) -> bytes:
+    """``model`` as LiteRT can load it: a shared-zero-point file with the zero points repeated (the same
+    model, lossless), anything else unchanged. LUT-compressed files stay TFLite Micro's."""
+    layout = tflm_only(model)
+    return expand_zero_points(model) if layout == SHARED_ZERO_POINTS else model
+
+
+#: :func:`tflm_only`'s reason for a file in the shared-zero-point layout.
+SHARED_ZERO_POINTS = "its per-channel zero points are stored once per tensor"
+
+
 def tflm_only(model: bytes) -> str | None:
     """Why LiteRT cannot load ``model`` while TFLite Micro can (its flash layout), or None.
 
@@ -151,5 +162,5 @@ def tflm_only(model: bytes) -> str | None:
         for t in range(graph.TensorsLength()):
             q = graph.Tensors(t).Quantization()
             if q is not None and q.ZeroPointLength() == 1 and q.ScaleLength() > 1:
-                return "its per-channel zero points are stored once per tensor"
+                return SHARED_ZERO_POINTS
     return None
