@@ -46,6 +46,7 @@ from .steps.onnx import (
     start_onnx,
 )
 from .steps.outputs import GZIP_FILE, MODEL_FILE, common_facts, prerender_charts, write_target
+from .steps.qat import follow_qat_scheme
 from .steps.rewrite import apply_cluster, apply_edgetpu_compat, apply_prune
 from .steps.target import export_target
 from .tfimport import import_tensorflow_quietly
@@ -139,6 +140,7 @@ def _export(
         import_tensorflow_quietly(verbose=logging.getLogger().isEnabledFor(logging.DEBUG))
     progress.step("load", f"loading {model_path.name}")
     source = load_model(model_path, input_shape=opts.input_shape, unsafe=opts.unsafe)
+    opts = follow_qat_scheme(source, opts)
     if opts.edgetpu_compat:
         apply_edgetpu_compat(source)
     if opts.prune is not None:

@@ -18,7 +18,7 @@ Format (paths are relative to the recipe file)::
     [guard]
     max_accuracy_drop = 2.0              # percentage points below the original model, after every step
     [[step]]
-    kind = "prune"                       # prune | distill | lowrank | cluster | export
+    kind = "prune"                       # prune | distill | lowrank | cluster | qat | export
     sparsity = "50%"
 """
 
@@ -37,6 +37,7 @@ import numpy as np
 
 from .errors import InputModelError, NotSupportedError, UsageError
 from .load.precheck import precheck_model
+from .recipe_steps import compress_step
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,7 @@ STEP_OPTIONS: dict[str, dict[str, tuple[type, ...]]] = {
     },
     "lowrank": {"rank": (int,), "energy": (float, int), "skip": (list,), "epochs": (int,), "learning_rate": (float,)},
     "cluster": {"clusters": (int,), "epochs": (int,), "skip": (list,), "learning_rate": (float,)},
+    "qat": {"epochs": (int,), "per_tensor": (bool,), "dense_quant": (str,), "learning_rate": (float,)},
     "export": {"targets": (list, str), "calib_samples": (int,)},
 }
 TOP_KEYS = {"model", "output_dir", "seed", "data", "guard", "step"}
@@ -195,7 +197,7 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
                 raise _fail(
                     path, f"{where}.{key}", f"unknown option for a {kind} step", hint=f"Options: {', '.join(allowed)}."
                 )
-            if isinstance(value, bool) or not isinstance(value, allowed[key]):
+            if (isinstance(value, bool) and bool not in allowed[key]) or not isinstance(value, allowed[key]):
                 names = " or ".join(t.__name__ for t in allowed[key])
                 raise _fail(path, f"{where}.{key}", f"must be {names}; received {value!r}")
         step = Step(index, kind, options)
@@ -220,7 +222,7 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
 
 
 def _needs_train(step: Step) -> bool:
-    if step.kind == "distill":
+    if step.kind in ("distill", "qat"):
         return True
     return (
         step.kind in ("prune", "lowrank", "cluster")
@@ -260,6 +262,16 @@ def _spec(step, seed, data, base, PruneSpec, DistillSpec, LowRankSpec, ClusterSp
         )
     if step.kind == "cluster":
         return ClusterSpec(clusters=int(o.get("clusters", 16)), skip=tuple(o.get("skip", ())))
+    if step.kind == "qat":
+        from .compress.qat import QatSpec
+
+        dense = o.get("dense_quant", "per-channel")
+        if dense not in ("per-channel", "per-tensor"):
+            raise UsageError(f"dense_quant must be per-channel or per-tensor; received {dense!r}.")
+        return QatSpec(
+            epochs=int(o.get("epochs", 2)), learning_rate=float(o.get("learning_rate", 1e-4)),
+            per_tensor=bool(o.get("per_tensor", False)), dense_per_tensor=dense == "per-tensor", seed=seed,
+        )  # fmt: skip
     targets = o.get("targets", [])
     targets = [targets] if isinstance(targets, str) else list(targets)
     if not targets:
@@ -376,7 +388,7 @@ def run_recipe(recipe: Recipe | str | os.PathLike[str], *, progress: Any = None,
         if step.kind == "export":
             outcome, problem = _export(step, current_path, recipe, folder, evaluation)
         else:
-            current, detail = _compress_step(step, current, original, recipe, train, evaluation, verbose)
+            current, detail = compress_step(step, current, original, recipe, train, verbose)
             current_path = folder / "model.keras"
             from .compress.api import save_keras_atomically
 
@@ -408,58 +420,6 @@ def _write_report(recipe: Recipe, result: RecipeResult) -> None:
     from .atomic import write_text
 
     write_text(recipe.output_dir / "recipe_report.json", json.dumps(result.to_dict(), indent=2) + "\n")
-
-
-def _compress_step(step, current, original, recipe, train, evaluation, verbose) -> tuple[Any, dict[str, Any]]:
-    if step.kind == "prune":
-        from .compress.api import prune_model
-
-        model, report = prune_model(
-            current, step.spec, train=train if step.spec.train else None, eval=None, verbose=verbose
-        )
-        return model, report.to_dict()
-    if step.kind == "distill":
-        from .compress.distill import distill
-
-        teacher_name = step.options.get("teacher", "original")
-        if teacher_name == "original":
-            teacher = original
-        else:
-            from .load import load_model
-
-            teacher = load_model(recipe.path.parent / teacher_name).keras_model
-        student = current
-        if "student_width" in step.options:
-            from .compress.student import scale_width
-
-            student = scale_width(current, float(step.options["student_width"]), seed=recipe.seed)
-        model, report = distill(
-            student, teacher, train, spec=step.spec, eval=None, compare_alone=False, verbose=verbose
-        )
-        return model, report.to_dict()
-    if step.kind == "lowrank":
-        from .compress.lowrank import factorize
-
-        calib = train[0][:500] if train is not None else None
-        model, report = factorize(current, step.spec, calib=calib)
-        epochs = int(step.options.get("epochs", 0))
-        if epochs > 0:
-            from .compress.finetune import fine_tune
-
-            fine_tune(model, *train, epochs=epochs, batch_size=64, learning_rate=float(step.options.get("learning_rate", 2e-4)),
-                      verbose=verbose, seed=recipe.seed)  # fmt: skip
-            from .compress.distill import uncompiled_copy
-
-            model = uncompiled_copy(model)
-        return model, report.to_dict()
-    from .compress.cluster import cluster_model
-
-    epochs = int(step.options.get("epochs", 2))
-    model, report = cluster_model(
-        current, step.spec, train=train if epochs > 0 else None, epochs=max(epochs, 1),
-        learning_rate=float(step.options.get("learning_rate", 2e-4)), seed=recipe.seed, verbose=verbose,
-    )  # fmt: skip
-    return model, report.to_dict()
 
 
 def _export(step, model_path, recipe, folder, evaluation) -> tuple[tuple, str | None]:

@@ -14,6 +14,20 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+def digits_split():
+    """scikit-learn's digits scaled to 0..1, shuffled (seed 0): 80% to train on, 20% held out (the demo's data)."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype("float32")[..., None]
+    y = digits.target.astype("int64")
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    split = int(0.8 * len(x))
+    return (x[:split], y[:split]), (x[split:], y[split:])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out-dir", type=Path, default=Path("examples/demo"))
@@ -22,16 +36,9 @@ def main() -> None:
 
     import keras
     import numpy as np
-    from sklearn.datasets import load_digits
 
     keras.utils.set_random_seed(0)
-    digits = load_digits()
-    x = (digits.images / 16.0).astype("float32")[..., None]
-    y = digits.target.astype("int64")
-    order = np.random.default_rng(0).permutation(len(x))
-    x, y = x[order], y[order]
-    split = int(0.8 * len(x))
-    x_train, y_train, x_held, y_held = x[:split], y[:split], x[split:], y[split:]
+    (x_train, y_train), (x_held, y_held) = digits_split()
 
     model = keras.Sequential(
         [

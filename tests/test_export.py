@@ -46,7 +46,9 @@ def test_python_api_mirrors_the_cli(tmp_path, tiny_keras_path, tiny_calib_path):
 def test_targets_sharing_a_quantization_config_share_one_conversion(tmp_path, tiny_keras_path, tiny_calib_path):
     result = exporter.export(tiny_keras_path, target="all", calib=str(tiny_calib_path), output_dir=tmp_path)
     assert len(result.reports) == 5
-    conversions = [{k: v for k, v in r.conversion.items() if k not in ("compaction", "zero_points")} for r in result.reports]
+    conversions = [
+        {k: v for k, v in r.conversion.items() if k not in ("compaction", "zero_points")} for r in result.reports
+    ]
     assert all(c == conversions[0] for c in conversions)  # same timing too: converted once, not five times
     # MCU targets get the flash-compacted file (names shortened; TFLite Micro's with zero points shared, the
     # Ethos-U's, which Vela reads, without), the others the converter's bytes

@@ -157,6 +157,9 @@ RUNS = {
     ),
     "edgeport compress model.keras --cluster 16 --train train.npz:x,y --epochs 1 -o clustered.keras": "clustered.keras",
     "edgeport compress ad.keras --lowrank energy=0.9 --train train.npz:x,y -o ad_lowrank.keras": "ad_lowrank.keras",
+    "edgeport compress model.keras --qat --train train.npz:x,y --epochs 1 --target cortex-m4 -o model_qat.keras": (
+        "model_qat.keras"
+    ),
     "edgeport compress student.keras --distill-from teacher.keras --train train.npz:x,y --eval eval.npz:x,y "
     "--epochs 10": None,
     "edgeport compress teacher.keras --distill-from teacher.keras --student-width 0.5 --train train.npz:x,y "

@@ -79,6 +79,38 @@ targets = ["cortex-m4"]
     assert "guard broken" not in run.out and "03_export" in run.out
 
 
+def test_qat_step_then_export_ships_the_trained_scheme(recipe_dir, capsys):
+    """A qat step writes a QAT .keras; the export step converts it per-tensor as trained and checks it."""
+    recipe = write(
+        recipe_dir,
+        "qat.toml",
+        """output_dir = "qat_out"
+[guard]
+max_accuracy_drop = 2.0
+[[step]]
+kind = "qat"
+epochs = 1
+per_tensor = true
+[[step]]
+kind = "export"
+targets = ["cortex-m4"]
+""",
+    )
+    run = run_cli(capsys, "run", recipe, "--quiet")
+    assert run.code == 0, run.err
+    out = recipe_dir / "qat_out"
+    report = json.loads((out / "recipe_report.json").read_text())
+    assert [s["kind"] for s in report["steps"]] == ["qat", "export"] and report["stopped_at"] is None
+    assert report["steps"][0]["detail"]["spec"]["per_tensor"] is True
+    from exporter.verify.graph import TFLiteGraph
+
+    graph = TFLiteGraph.from_file(out / "02_export" / "model_int8.tflite")
+    weights = [graph.tensors[op.inputs[1]] for op in graph.ops if op.name in ("CONV_2D", "FULLY_CONNECTED")]
+    assert weights and all(len(t.scale) == 1 for t in weights)  # per-tensor, as the qat step trained
+    exported = json.loads((out / "02_export" / "report.json").read_text())
+    assert "QAT check" in exported["conversion"]["qat"]
+
+
 def test_guard_stops_at_the_step_that_broke_it_exit_3_and_keeps_artifacts(recipe_dir, capsys):
     recipe = write(
         recipe_dir,

@@ -21,6 +21,9 @@ class OutputFidelity:
     snr_db: float  # 10*log10(signal power / error power); inf when identical
     float_accuracy: float | None = None  # fraction of labelled samples the float model gets right
     int8_accuracy: float | None = None
+    #: Fraction of output values within one int8 step of the reference quantized with the output's scale:
+    #: the agreement a quantization-aware model (whose Keras outputs are on the int8 grid) must show.
+    within_one_lsb: float | None = None
 
     @property
     def accuracy_drop_pp(self) -> float | None:
@@ -115,8 +118,10 @@ def compare(
     inputs_from: str,
     labels: np.ndarray | None = None,
     input_sizes: Sequence[int] = (),
+    output_quant: Sequence[tuple[float, int] | None] = (),
 ) -> Fidelity:
-    """Float vs int8 per output; with ``labels``, also each model's accuracy on the labelled output."""
+    """Float vs int8 per output; with ``labels``, also each model's accuracy on the labelled output, and with
+    ``output_quant`` (scale, zero point per int8 output) the fraction of values within one step."""
     outputs = []
     scored = labelled_output(reference, labels, input_sizes) if labels is not None else None
     for position, (ref, act, name) in enumerate(zip(reference, actual, names, strict=True)):
@@ -137,6 +142,19 @@ def compare(
                 snr_db=snr_db(ref, act),
                 float_accuracy=accuracy(ref, labels) if labelled else None,
                 int8_accuracy=accuracy(act, labels) if labelled else None,
+                within_one_lsb=_within_one_lsb(
+                    ref, act, output_quant[position] if position < len(output_quant) else None
+                ),
             )
         )
     return Fidelity(inputs_from=inputs_from, outputs=outputs)
+
+
+def _within_one_lsb(reference: np.ndarray, actual: np.ndarray, quant: tuple[float, int] | None) -> float | None:
+    """Share of values where the int8 output is at most one step from the reference's nearest int8 value."""
+    if quant is None or not quant[0]:
+        return None
+    scale, zero = quant
+    expected = np.round(reference.astype(np.float64) / scale) + zero  # unclipped: saturation counts as a miss
+    got = np.round(actual.astype(np.float64) / scale) + zero
+    return float(np.mean(np.abs(got - expected) <= 1))

@@ -277,7 +277,6 @@ def _tflite_model(blob: bytes, path: Path | None, display: str) -> _Model:
     )
 
 
-
 def _resolve_profile(target: TargetProfile | str | None, source: _Model) -> TargetProfile | None:
     if isinstance(target, TargetProfile):
         return target

@@ -55,10 +55,31 @@ def spec_from_args(args: argparse.Namespace) -> Any:
     )
 
 
+def qat_spec_from_args(args: argparse.Namespace) -> Any:
+    """The QAT weight scheme: --per-tensor, --dense-quant, else what the --target's export would use."""
+    from ..compress.qat import QatSpec
+    from ..profiles import load_profile
+
+    profile = load_profile(args.target) if args.target else None
+    per_tensor = args.per_tensor or (profile is not None and not profile.quantization.per_channel)
+    dense = args.dense_quant or ("per-tensor" if profile is not None and profile.is_mcu else "per-channel")
+    if args.epochs < 1:
+        from ..errors import UsageError
+
+        raise UsageError(f"--epochs must be at least 1 for --qat; received {args.epochs}.")
+    return QatSpec(
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        per_tensor=per_tensor,
+        dense_per_tensor=dense == "per-tensor",
+        seed=args.seed,
+    )
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "compress",
-        help="prune a Keras model (unstructured, 2:4, or remove filters) and save it as .keras",
+        help="compress a Keras model (prune, distill, low-rank, cluster, QAT) and save it as .keras",
         description="Prune MODEL (.keras or .h5, tfmot-pruned files included) and write a .keras file. "
         "Without --train it prunes one-shot; with --train it fine-tunes with the masks held. "
         "Accuracy is measured before and after every step when --eval has labels.",
@@ -84,6 +105,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     more.add_argument(
         "--cluster", type=int, metavar="K", help="k-means cluster every kernel to K shared values (e.g. 16)"
     )
+    qat = parser.add_argument_group("quantization-aware training (last; needs --train)")
+    qat.add_argument(
+        "--qat",
+        action="store_true",
+        help="train with int8 weights and activations simulated as the target's kernels compute them; writes a "
+        ".keras that 'edgeport export' converts with the trained ranges",
+    )
+    qat.add_argument(
+        "--target",
+        help="the target the model is for: its weight scheme (MCU targets: per-tensor Dense, the small-arena choice)",
+    )
+    qat.add_argument("--per-tensor", action="store_true", help="QAT with per-tensor weights everywhere")
+    qat.add_argument(
+        "--dense-quant",
+        choices=("per-channel", "per-tensor"),
+        help="QAT Dense weights per channel or per tensor (default: per-tensor for MCU targets, else per-channel)",
+    )
+    qat.add_argument("--learning-rate", type=float, default=1e-4, help="QAT learning rate (default 1e-4)")
     ev = parser.add_argument_group("evaluation")
     ev.add_argument("--eval", help="labelled held-out data for accuracy before/after each step")
     ev.add_argument("--eval-samples", type=int, default=1000, help="evaluation samples (default 1000)")
@@ -97,11 +136,11 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import UsageError
     from ..progress import Progress
 
-    if args.distill_from or args.lowrank or args.cluster:
+    if args.distill_from or args.lowrank or args.cluster or args.qat:
         return run_techniques(args)
     if not args.prune:
         raise UsageError(
-            "Nothing to do: pass --prune, --distill-from, --lowrank or --cluster.",
+            "Nothing to do: pass --prune, --distill-from, --lowrank, --cluster or --qat.",
             hint="See 'edgeport compress --help'.",
         )
     spec = spec_from_args(args)
@@ -140,6 +179,9 @@ def run_techniques(args: argparse.Namespace) -> int:
         )
     if args.distill_from and not args.train:
         raise UsageError("--distill-from needs labelled training data.", hint="Pass --train data.npz:x,y.")
+    if args.qat and not args.train:
+        raise UsageError("--qat needs labelled training data.", hint="Pass --train data.npz:x,y.")
+    qat_spec = qat_spec_from_args(args) if args.qat else None
     lowrank = LowRankSpec.parse(args.lowrank) if args.lowrank else None
     distill_spec = (
         DistillSpec(temperature=args.temperature, alpha=args.alpha, epochs=args.epochs, seed=args.seed)
@@ -194,6 +236,12 @@ def run_techniques(args: argparse.Namespace) -> int:
         current, report = cluster_model(
             current, args.cluster, train=train, eval=evaluation, epochs=args.epochs, seed=args.seed, verbose=verbose
         )
+        print(report.summary())
+    if qat_spec is not None:
+        from ..compress.qat import quantization_aware_training
+
+        progress.step("qat", f"{qat_spec.epochs} epochs")
+        current, report = quantization_aware_training(current, train, qat_spec, eval=evaluation, verbose=verbose)
         print(report.summary())
     progress.step("write", f"saving {out}")
     save_keras_atomically(current, Path(out))

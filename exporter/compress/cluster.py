@@ -113,6 +113,16 @@ def _walk(model: Any) -> list[Any]:
 #: trained kernel has as many as it has weights). Judged on the float model, not the int8 file: VWW's int8
 #: file holds channels of zeros (1 value) that a per-channel count would take for clustering.
 CLUSTERED_SHARE = 0.5
+#: Layer types whose kernels decide it (a QAT model's quantized layers expose their float kernel too).
+CLUSTER_JUDGED = (
+    "Conv2D",
+    "DepthwiseConv2D",
+    "Dense",
+    "Conv1D",
+    "QuantizedConv2D",
+    "QuantizedDepthwiseConv2D",
+    "QuantizedDense",
+)
 
 
 def is_clustered(model: Any) -> bool:
@@ -121,13 +131,17 @@ def is_clustered(model: Any) -> bool:
     total = few = 0
     for layer in _walk(model):
         kernel = getattr(layer, "kernel", None)
-        if kernel is None or type(layer).__name__ not in ("Conv2D", "DepthwiseConv2D", "Dense", "Conv1D"):
+        if kernel is None or type(layer).__name__ not in CLUSTER_JUDGED:
             continue
         values = np.asarray(kernel)
         if values.size < 256:
             continue
         total += values.size
-        if np.unique(values).size <= 128:
+        if type(layer).__name__.startswith("Quantized"):  # QAT kept the clusters per output channel
+            from .qat_hold import channel_clusters
+
+            few += values.size if channel_clusters(values, type(layer).__name__) is not None else 0
+        elif np.unique(values).size <= 128:
             few += values.size
     return total > 0 and few >= CLUSTERED_SHARE * total
 

@@ -79,8 +79,9 @@ def fine_tune(
     update: Callable[[int], dict | None] | None = None,
     verbose: bool = False,
     seed: int = 0,
+    callbacks: list[Any] | None = None,
 ) -> float:
-    """Train ``model`` in place (masks held when given); returns the last epoch's training loss."""
+    """Train ``model`` in place (masks held when given; ``callbacks`` run too); returns the last epoch's loss."""
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -89,7 +90,7 @@ def fine_tune(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
     )
-    callbacks = []
+    callbacks = list(callbacks or [])
     if targets:
         holder = _callback_class()(targets, masks or {}, update)
         callbacks.append(holder)
@@ -101,7 +102,7 @@ def fine_tune(
             callbacks=callbacks,
         )  # fmt: skip
     if targets:
-        apply_masks(targets, callbacks[0].masks)
+        apply_masks(targets, holder.masks)
     losses = history.history.get("loss") or [float("nan")]
     return float(losses[-1])
 

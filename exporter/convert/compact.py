@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 _SCOPE = re.compile(r"^(?:functional|model|sequential)(?:_\d+)*/")
 _DROPPED_METADATA = {b"CONVERSION_METADATA"}
@@ -41,7 +42,6 @@ def short_name(name: str) -> str:
 
 def compact(model: bytes) -> tuple[bytes, Compaction]:
     """The same model with short tensor names and without converter metadata (or unchanged if not smaller)."""
-    import flatbuffers
     from ai_edge_litert import schema_py_generated as schema
 
     m = schema.ModelT.InitFromPackedBuf(model, 0)
@@ -54,25 +54,17 @@ def compact(model: bytes) -> tuple[bytes, Compaction]:
         for entry in dropped:
             m.buffers[entry.buffer].data = None
         m.metadata = [entry for entry in m.metadata if entry.name not in _DROPPED_METADATA]
-    builder = flatbuffers.Builder(len(model))
-    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-    out = bytes(builder.Output())
+    out = pack_model(m, len(model))
     if len(out) >= len(model):
         return model, Compaction(len(model), len(model))
     return out, Compaction(len(model), len(out))
 
 
 @dataclass(frozen=True)
-class SharedZeroPoints:
+class SharedZeroPoints(Compaction):
     """What :func:`share_zero_points` rewrote: how many tensors, and the file's size before and after."""
 
-    tensors: int
-    before: int
-    after: int
-
-    @property
-    def saved(self) -> int:
-        return self.before - self.after
+    tensors: int = 0
 
     def describe(self) -> str:
         return (
@@ -92,7 +84,6 @@ def share_zero_points(model: bytes) -> tuple[bytes, SharedZeroPoints]:
     see the same quantization. LiteRT's loader refuses such a file ("QuantizationParam has 1
     zero_point values and 8 scale values"): only TFLite Micro targets get it.
     """
-    import flatbuffers
     import numpy as np
     from ai_edge_litert import schema_py_generated as schema
 
@@ -107,18 +98,15 @@ def share_zero_points(model: bytes) -> tuple[bytes, SharedZeroPoints]:
                 q.zeroPoint = zps[:1].astype(np.int64)
                 count += 1
     if not count:
-        return model, SharedZeroPoints(0, len(model), len(model))
-    builder = flatbuffers.Builder(len(model))
-    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-    out = bytes(builder.Output())
+        return model, SharedZeroPoints(len(model), len(model))
+    out = pack_model(m, len(model))
     if len(out) >= len(model):
-        return model, SharedZeroPoints(0, len(model), len(model))
-    return out, SharedZeroPoints(count, len(model), len(out))
+        return model, SharedZeroPoints(len(model), len(model))
+    return out, SharedZeroPoints(len(model), len(out), count)
 
 
 def expand_zero_points(model: bytes) -> bytes:
     """The inverse of :func:`share_zero_points`: one zero point per channel again, as LiteRT requires."""
-    import flatbuffers
     import numpy as np
     from ai_edge_litert import schema_py_generated as schema
 
@@ -130,9 +118,7 @@ def expand_zero_points(model: bytes) -> bytes:
                 continue
             if len(q.zeroPoint) == 1 and len(q.scale) > 1:
                 q.zeroPoint = np.full(len(q.scale), int(q.zeroPoint[0]), dtype=np.int64)
-    builder = flatbuffers.Builder(len(model) + 16 * 1024)
-    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
+    return pack_model(m, len(model) + 16 * 1024)
 
 
 def for_litert(model: bytes) -> bytes:
@@ -144,6 +130,15 @@ def for_litert(model: bytes) -> bytes:
 
 #: :func:`tflm_only`'s reason for a file in the shared-zero-point layout.
 SHARED_ZERO_POINTS = "its per-channel zero points are stored once per tensor"
+
+
+def pack_model(root: Any, size: int) -> bytes:
+    """The object-API model serialised as a .tflite flatbuffer."""
+    import flatbuffers
+
+    builder = flatbuffers.Builder(size)
+    builder.Finish(root.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def tflm_only(model: bytes) -> str | None:

@@ -43,6 +43,8 @@ def load_keras_archive(path: Path, *, input_shape: tuple[int, ...] | None, unsaf
 
     import keras
 
+    from ..compress import qat_layers  # noqa: F401  (registers the layers of QAT models edgeport wrote)
+
     with _captured_warnings() as caught:
         try:
             model = keras.saving.load_model(path, safe_mode=not unsafe, compile=False)

@@ -304,6 +304,7 @@ def _fidelity(fid: Mapping[str, Any] | None) -> str:
             _num(o.get("mean_abs_error")),
             _num(o.get("max_abs_error")),
             _num(o.get("snr_db"), "{:.1f}", none="inf"),
+            _pct(o.get("within_one_lsb")),
         )
         for o in fid["outputs"]
     ]
@@ -317,9 +318,10 @@ def _fidelity(fid: Mapping[str, Any] | None) -> str:
         "mean abs err",
         "max abs err",
         "SNR dB",
+        "within 1 LSB",
     )
     return f'<h2>Fidelity (float vs int8)</h2><p class="muted">{_e(fid.get("inputs_from"))}</p>' + _table(
-        header, rows, numeric=range(1, 9)
+        header, rows, numeric=range(1, 10)
     )
 
 

@@ -78,15 +78,17 @@ def render_markdown(report: TargetReport, common: dict[str, Any]) -> str:
         fid = report.fidelity
         lines += ["", "## Fidelity (float vs int8)", "", f"- inputs: {fid['inputs_from']}", ""]
         lines += [
-            "| output | samples | float acc. | int8 acc. | drop (pp) | top-1 agreement | mean abs err | max abs err | SNR dB |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| output | samples | float acc. | int8 acc. | drop (pp) | top-1 agreement | mean abs err | max abs err | SNR dB "
+            "| within 1 LSB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for o in fid["outputs"]:
             snr = "inf" if o["snr_db"] is None else f"{o['snr_db']:.1f}"
             drop = "-" if o.get("accuracy_drop_pp") is None else f"{o['accuracy_drop_pp']:.2f}"
             lines.append(
                 f"| {o['name']} | {o['samples']} | {_pct(o.get('float_accuracy'))} | {_pct(o.get('int8_accuracy'))} | {drop} | "
-                f"{_pct(o['top1_agreement'])} | {o['mean_abs_error']:.4g} | {o['max_abs_error']:.4g} | {snr} |"
+                f"{_pct(o['top1_agreement'])} | {o['mean_abs_error']:.4g} | {o['max_abs_error']:.4g} | {snr} "
+                f"| {_pct(o.get('within_one_lsb'))} |"
             )
     guard = report.extra.get("guard")
     if guard:

@@ -22,7 +22,16 @@ VERDICT_FORCED = "written with --force"
 
 
 #: One-line notes in a report's ``conversion`` section, in the order reports show them.
-CONVERSION_NOTES = ("clustering", "clustering_buys", "compaction", "zero_points", "lut", "vela_clustering", "gzip")
+CONVERSION_NOTES = (
+    "qat",
+    "clustering",
+    "clustering_buys",
+    "compaction",
+    "zero_points",
+    "lut",
+    "vela_clustering",
+    "gzip",
+)
 
 
 @dataclass

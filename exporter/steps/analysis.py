@@ -136,7 +136,21 @@ def _measure_fidelity(model: bytes, reference: list, checked: CalibrationSet, so
     how = f"{what}; float = {'Keras' if source.keras_model is not None else 'float TFLite'}, int8 = LiteRT on the host"
     labels = checked.labels[:count] if checked.labels is not None else None
     sizes = [int(np.prod(spec.shape[1:])) for spec in source.inputs]
-    return compare(reference, actual, names[: len(actual)], how, labels=labels, input_sizes=sizes).to_dict()
+    quant = _output_quantization(model)
+    return compare(
+        reference, actual, names[: len(actual)], how, labels=labels, input_sizes=sizes, output_quant=quant
+    ).to_dict()
+
+
+def _output_quantization(model: bytes) -> list[tuple[float, int] | None]:
+    """(scale, zero point) of each int8 output, None for the others (float, int16)."""
+    from ..verify.graph import TFLiteGraph
+
+    graph = TFLiteGraph.from_bytes(model)
+    return [
+        (t.scale[0], t.zero_point[0] if t.zero_point else 0) if t.dtype in ("int8", "uint8") and t.scale else None
+        for t in graph.output_tensors
+    ]
 
 
 def measure_fidelity(model: bytes, reference: list, checked: CalibrationSet, source: SourceModel) -> dict[str, Any]:
@@ -159,7 +173,15 @@ def fidelity_inputs(samples: CalibrationSet) -> list:
 def layer_error_rows(source: SourceModel, session: ConversionSession, model: bytes, checked: CalibrationSet):
     """Per-layer error of ``model`` against the float twin, or None when it cannot be measured."""
     from ..analyze.litert_child import layer_errors_in_child
+    from .qat import qat_scheme
 
+    if qat_scheme(source.keras_model) is not None:
+        log.warning(
+            "per-layer error not measured: a quantization-aware model has no float twin (its float conversion "
+            "keeps the fake quantization as QUANTIZE/DEQUANTIZE pairs); the QAT check compares the int8 file "
+            "with the model instead"
+        )
+        return None
     try:
         float_model, inputs = session.float_model(), [a[:LAYER_ERROR_SAMPLES] for a in checked.arrays]
         key = content_key("layer_errors", float_model, model, *inputs, sorted(source.layers.items()))

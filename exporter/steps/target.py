@@ -19,10 +19,11 @@ from ..options import ExportOptions
 from ..profiles import TargetProfile
 from ..progress import Progress
 from ..report.report import TargetReport
-from .analysis import analyze, config_for, layer_error_rows, layer_sizes
+from .analysis import analyze, config_for, fidelity_inputs, layer_error_rows, layer_sizes
 from .converting import convert_for_target
 from .flash import clustering_buys, compact_for_flash, pack_for_tflm, vela_clustering
 from .guarding import guard_target
+from .qat import check_qat_outputs
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def export_target(
     else:
         converted, dense_choice = convert_for_target(source, profile, session, checked, reference, opts)
     report = analyze(source, profile, converted, checked, reference, opts)
+    check_qat_outputs(report, source, converted.model, fidelity_inputs(checked) if checked is not None else None)
     if dense_choice is not None:
         report.extra["dense_quantization"] = dense_choice.to_dict()
     want_layers = (
