@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import subprocess
 import sys
@@ -36,7 +37,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-ASSETS = ROOT.parent / "shared" / "assets"
+ASSETS = Path(os.environ.get("EDGEPORT_SHARED_ASSETS", ROOT.parent / "shared" / "assets"))
 RESULTS = ROOT / "benchmarks" / "qat_results.md"
 TARGET = "cortex-m4"
 QAT_EPOCHS = 2
