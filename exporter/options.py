@@ -58,7 +58,8 @@ class ExportOptions:
     #: --cluster K: every int8 weight tensor keeps at most K values per output channel, chosen after
     #: quantization (exporter.compress.int8_cluster); TFLite Micro targets store them LUT-compressed.
     cluster: int | None = None
-    #: --train DATA with --cluster: k-means per kernel, fine-tuned with the centroids shared, before conversion.
+    #: --train DATA: with --cluster, k-means per kernel fine-tuned with the centroids shared, before conversion;
+    #: with the accuracy guard, the data of its last remedy, quantization-aware training.
     train: str | None = None
     train_samples: int = 60000
     epochs: int = 2

@@ -220,3 +220,37 @@ def test_clustered_and_pruned_models_keep_their_structure_through_qat(mnist_cnn_
     assert report.held == {"conv2": "zeros"}, report.held  # the default skips the first and last layers
     kernel = qat.get_layer("conv2").inner.kernel.numpy()
     assert np.mean(kernel == 0) == pytest.approx(0.5, abs=0.02)
+
+
+def test_accuracy_guard_trains_the_int8_model_as_its_last_remedy(mnist_cnn_path, mnist_splits, tmp_path, capsys):
+    """An MNIST CNN whose first conv has one channel 2000x louder (the next conv compensates: the float
+    model is unchanged) loses ~24 pp to post-training int8 on the Edge TPU (one activation range for all
+    channels) and no post-training remedy helps; with --train, QAT is tried last and kept."""
+    from exporter.load import load_model
+
+    model = load_model(mnist_cnn_path).keras_model
+    kernel, bias = model.get_layer("conv1").get_weights()
+    kernel2, bias2 = model.get_layer("conv2").get_weights()
+    kernel[..., 0] *= 2000.0
+    bias[0] *= 2000.0
+    kernel2[:, :, 0, :] /= 2000.0
+    model.get_layer("conv1").set_weights([kernel, bias])
+    model.get_layer("conv2").set_weights([kernel2, bias2])
+    model.save(tmp_path / "loud.keras")
+    for name in ("train", "calib", "eval"):
+        x, y = mnist_splits[name]
+        np.savez(tmp_path / f"{name}.npz", x=x, y=y)
+    args = ("export", tmp_path / "loud.keras", "--target", "edgetpu", "--calib", f"{tmp_path / 'calib.npz'}:x",
+            "--eval", f"{tmp_path / 'eval.npz'}:x,y", "--max-accuracy-drop", "6", "--format", "tflite")  # fmt: skip
+    run = run_cli(capsys, *args, "-o", tmp_path / "plain", "--quiet")
+    assert run.code == 3 and "Accuracy guard failed" in run.err  # without --train: no QAT, refused
+    run = run_cli(capsys, *args, "--train", f"{tmp_path / 'train.npz'}:x,y", "--train-samples", "3000",
+                  "--epochs", "2", "-o", tmp_path / "qat")  # fmt: skip
+    assert run.code == 0, run.err
+    assert "kept quantization-aware training" in run.err  # on the terminal
+    report = json.loads((tmp_path / "qat" / "report.json").read_text())
+    attempts = {a["name"]: a for a in report["guard"]["attempts"]}
+    assert attempts["plain int8"]["value"] > 15 and not attempts["plain int8"]["passed"]
+    assert attempts["quantization-aware training"]["kept"] and attempts["quantization-aware training"]["value"] <= 6
+    assert report["fidelity"]["outputs"][0]["accuracy_drop_pp"] <= 6  # the shipped file is the QAT one
+    assert "QAT check" in report["conversion"]["qat"]

@@ -210,7 +210,10 @@ def run(args: argparse.Namespace) -> int:
         keep_workdir=args.debug,
         prune=spec_from_args(args),
         cluster=args.cluster,
-        train=args.train if args.cluster else None,
+        # --train serves --cluster's fine-tuning and the accuracy guard's last remedy (QAT)
+        train=args.train
+        if args.cluster or args.max_accuracy_drop is not None or args.min_agreement is not None
+        else None,
         train_samples=args.train_samples,
         epochs=args.epochs,
         lut=args.lut,

@@ -48,6 +48,7 @@ def guard_target(
 ) -> tuple[TargetReport, Converted]:
     """Run the accuracy guard's fallbacks for a target (see exporter.guard) and keep what passes."""
     from .. import guard as accuracy_guard
+    from .guard_qat import qat_applies, qat_attempt
 
     if report.reasons:
         report.extra["guard"] = {
@@ -85,6 +86,17 @@ def guard_target(
     )
     outcome = accuracy_guard.run(spec, profile, base, plain, evaluate, steps)
     kept = outcome.kept
+    if kept is None and qat_applies(opts, source):  # the last remedy: train the int8 model itself
+        attempt, qat_report, qat_converted = qat_attempt(
+            spec, source, profile, session, report, checked, reference, opts, progress
+        )
+        outcome.attempts.append(attempt)
+        if attempt.kept and qat_report is not None and qat_converted is not None:
+            report, converted, kept = qat_report, qat_converted, attempt
+            report.warnings.append(
+                f"Accuracy guard: post-training int8 missed {spec.describe()}; kept {attempt.name} "
+                f"({attempt.detail}; {qat_converted.info['qat']})."
+            )
     if kept is not None and kept.config != base:
         report, converted = candidates[kept.config]
         report.warnings.append(

@@ -38,7 +38,7 @@ def apply_cluster(source: SourceModel, opts: ExportOptions, progress: Progress) 
     from ..compress import ClusterSpec, cluster_model
     from ..compress.api import load_labelled
 
-    pre = _preprocessing(opts)
+    pre = preprocessing_options(opts)
     train = load_labelled(opts.train, source.inputs, opts.train_samples, opts.seed, "Training", **pre)
     progress.step("cluster", f"{opts.cluster} shared values per kernel, fine-tuned {opts.epochs} epoch(s)")
     source.keras_model, report = cluster_model(
@@ -55,7 +55,7 @@ def apply_prune(source: SourceModel, opts: ExportOptions, progress: Progress) ->
     from ..compress.api import load_labelled
 
     spec = PruneSpec.parse(opts.prune) if isinstance(opts.prune, str) else opts.prune
-    pre = _preprocessing(opts)
+    pre = preprocessing_options(opts)
     train = None
     if spec.train:
         train = load_labelled(spec.train, source.inputs, spec.train_samples, spec.seed, "Training", **pre)
@@ -74,6 +74,6 @@ def apply_prune(source: SourceModel, opts: ExportOptions, progress: Progress) ->
     source.notes.append(f"--prune: {spec.describe()} (the input file is unchanged)")
 
 
-def _preprocessing(opts: ExportOptions) -> dict[str, Any]:
+def preprocessing_options(opts: ExportOptions) -> dict[str, Any]:
     """How training/evaluation image folders are scaled: as the calibration data is (--input-range, --mean/--std)."""
     return {"input_range": opts.input_range, "mean": list(opts.mean or []) or None, "std": list(opts.std or []) or None}
