@@ -269,7 +269,7 @@ def _spec(step, seed, data, base, PruneSpec, DistillSpec, LowRankSpec, ClusterSp
         if dense not in ("per-channel", "per-tensor"):
             raise UsageError(f"dense_quant must be per-channel or per-tensor; received {dense!r}.")
         return QatSpec(
-            epochs=int(o.get("epochs", 2)), learning_rate=float(o.get("learning_rate", 1e-4)),
+            epochs=int(o.get("epochs", 2)), learning_rate=float(o["learning_rate"]) if "learning_rate" in o else None,
             per_tensor=bool(o.get("per_tensor", False)), dense_per_tensor=dense == "per-tensor", seed=seed,
         )  # fmt: skip
     targets = o.get("targets", [])

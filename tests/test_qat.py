@@ -254,3 +254,24 @@ def test_accuracy_guard_trains_the_int8_model_as_its_last_remedy(mnist_cnn_path,
     assert attempts["quantization-aware training"]["kept"] and attempts["quantization-aware training"]["value"] <= 6
     assert report["fidelity"]["outputs"][0]["accuracy_drop_pp"] <= 6  # the shipped file is the QAT one
     assert "QAT check" in report["conversion"]["qat"]
+
+
+def test_without_labels_qat_learns_the_float_models_outputs_on_a_dense_autoencoder(assets):
+    """MLPerf AD (Dense + BatchNormalization + ReLU, 640->640) with its one shipped sample: trained on the
+    even windows to match the float outputs, the fake-quantized model is closer to float on the odd ones."""
+    from test_mlperf_export import ad_windows
+
+    from exporter.compress.qat import QatSpec, prepare_qat, quantization_aware_training
+    from exporter.load import load_model
+
+    model = load_model(assets / "models/mlperf_tiny/anomaly_detection/ad01.h5").keras_model
+    windows = ad_windows(assets)
+    even, odd = windows[0::2], windows[1::2]
+    spec = QatSpec(epochs=15, batch_size=16, dense_per_tensor=True)
+    reference = model.predict(odd, verbose=0)
+    untrained, _ = prepare_qat(model, even, spec)
+    trained, report = quantization_aware_training(model, (even, None), spec)
+    assert len(report.folded) == 9 and "float model's outputs" in report.target
+    before = np.mean((untrained.predict(odd, verbose=0) - reference) ** 2)
+    after = np.mean((trained.predict(odd, verbose=0) - reference) ** 2)
+    assert after < 0.9 * before, (before, after)

@@ -122,7 +122,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=("per-channel", "per-tensor"),
         help="QAT Dense weights per channel or per tensor (default: per-tensor for MCU targets, else per-channel)",
     )
-    qat.add_argument("--learning-rate", type=float, default=1e-4, help="QAT learning rate (default 1e-4)")
+    qat.add_argument("--learning-rate", type=float, help="QAT learning rate (default 1e-4)")
     ev = parser.add_argument_group("evaluation")
     ev.add_argument("--eval", help="labelled held-out data for accuracy before/after each step")
     ev.add_argument("--eval-samples", type=int, default=1000, help="evaluation samples (default 1000)")
