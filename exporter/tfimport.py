@@ -8,6 +8,7 @@ runs with file descriptor 2 pointed at /dev/null, and Python exceptions still su
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -43,3 +44,11 @@ def import_tensorflow_quietly(verbose: bool = False) -> None:
         import tensorflow  # noqa: F401
 
     keras.utils.disable_interactive_logging()
+    logging.getLogger("tensorflow").addFilter(_expected_retracing)
+
+
+def _expected_retracing(record: logging.LogRecord) -> bool:
+    """Drop TensorFlow's "N out of the last M calls ... triggered tf.function retracing": edgeport traces
+    one function per model it evaluates (exporter.analyze.inference), so an API user exporting many models
+    in one process would see it once per model, about nothing they can change."""
+    return "triggered tf.function retracing" not in record.getMessage()
