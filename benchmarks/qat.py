@@ -280,7 +280,7 @@ def render(rows: list[dict[str, Any]], seconds: float, ad: dict[str, Any] | None
                 f"| {name.upper()} | {r['score']:.4f} ({(r['score'] - f) / f:+.1%}) | {r['odd']:.4f} "
                 f"({(r['odd'] - ad['float_odd']) / ad['float_odd']:+.1%}) | {r['error']:.4f} | {r['scheme']} | {check} |"
             )
-        lines += ["", f"QAT: {ad['summary']}; {ad['seconds']:.1f} s of training."]
+        lines += ["", f"{ad['summary']}; {ad['seconds']:.1f} s of training."]
     lines += [
         "",
         "Not measured yet (issue #17 stays open): QAT after pruning as a row here (the zeros are held: "
