@@ -112,13 +112,17 @@ def check_bit_exact(
     arena needs (:class:`ArenaNeeds`). A compressed model that crashes TFLite Micro gives
     ``bit_exact=False`` with ``error``; a reference model that does is :class:`NotSupportedError`.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     samples = _samples(inputs)
     with scratch_dir("edgeport-lutcheck-") as work:
         _write_inputs(work, samples)
-        ref = _run_child(reference, "reference", work, arena, timeout_s)
+        with ThreadPoolExecutor(max_workers=2) as pool:  # two independent children: side by side
+            pending = pool.submit(_run_child, compressed, "compressed", work, arena, timeout_s)
+            ref = _run_child(reference, "reference", work, arena, timeout_s)
+            got = pending.result()
         if ref.get("error"):
             raise NotSupportedError(f"TFLite Micro cannot run the uncompressed model: {ref['error']}.")
-        got = _run_child(compressed, "compressed", work, arena, timeout_s)
         if got.get("error"):
             return LutCheck(False, len(samples), ref["outputs"], error=got["error"], interpreter_version=ref["version"])
         mismatch = _compare(work, len(samples), ref, got)
