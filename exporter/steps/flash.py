@@ -92,11 +92,10 @@ def pack_for_tflm(
 
 def _zero_points_exact(report: TargetReport, model: bytes, shared: bytes, samples: CalibrationSet | None) -> bool:
     """TFLite Micro's outputs of the shared-zero-point file equal the analysed model's (a child each)."""
-    from ..compress.lut_check import check_bit_exact
 
     inputs, inputs_from = check_inputs(model, samples)
     try:
-        check = check_bit_exact(model, shared, inputs, arena=False)
+        check = _checked(model, shared, inputs, arena=False)
     except EdgeportError as exc:
         report.warnings.append(f"Zero points not shared: the TFLite Micro check could not run ({exc}).")
         return False
@@ -130,7 +129,6 @@ def lut_for_flash(
         return model
     if mode == "auto" and report.conversion.get("int8_clustering") is None and not clustered_source:
         return model
-    from ..compress.lut_check import check_bit_exact
     from ..compress.lut_child import lut_compress_in_child
 
     try:
@@ -145,7 +143,7 @@ def lut_for_flash(
         return model
     inputs, inputs_from = check_inputs(model, samples)
     try:
-        check = check_bit_exact(reference if reference is not None else model, compressed, inputs)
+        check = _checked(reference if reference is not None else model, compressed, inputs, arena=True)
     except EdgeportError as exc:
         report.warnings.append(f"Weights not LUT-compressed: the TFLite Micro check could not run ({exc}).")
         return model
@@ -180,6 +178,16 @@ def lut_for_flash(
     if isinstance(report.memory.get("weights_bytes"), int):
         report.memory["weights_bytes"] -= lut.saved  # the constants' bytes in the shipped file
     return compressed
+
+
+def _checked(reference: bytes, shipped: bytes, inputs: list, *, arena: bool) -> Any:
+    """:func:`exporter.compress.lut_check.check_bit_exact`, once per content: cortex-m4 and cortex-m7 of one
+    export ship the same bytes, checked on the same inputs."""
+    from ..analyze.memo import content_key, memo
+    from ..compress.lut_check import check_bit_exact
+
+    key = content_key("tflm-check", reference, shipped, *(a for sample in inputs for a in sample), arena)
+    return memo(key, lambda: check_bit_exact(reference, shipped, inputs, arena=arena))
 
 
 def _ram_blocks(profile: TargetProfile, arena: Any, margin: float) -> str | None:
