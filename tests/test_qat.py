@@ -171,7 +171,8 @@ def test_compress_qat_on_mnist_per_tensor_recovers_accuracy(mnist_cnn_path, mnis
     accuracies = {}
     for label, model in (("qat", out), ("ptq", mnist_cnn_path)):
         args = ("export", model, "--target", "cortex-m4", "--calib", f"{tmp_path / 'calib.npz'}:x", "--per-tensor",
-                "--eval", f"{tmp_path / 'eval.npz'}:x,y", "--format", "tflite", "-o", tmp_path / label, "--quiet")  # fmt: skip
+                "--eval", f"{tmp_path / 'eval.npz'}:x,y", "--eval-samples", "1000", "--format", "tflite",
+                "-o", tmp_path / label, "--quiet")  # fmt: skip
         run = run_cli(capsys, *args)
         assert run.code == 0, run.err
         fidelity = json.loads((tmp_path / label / "report.json").read_text())["fidelity"]["outputs"][0]
@@ -241,7 +242,8 @@ def test_accuracy_guard_trains_the_int8_model_as_its_last_remedy(mnist_cnn_path,
         x, y = mnist_splits[name]
         np.savez(tmp_path / f"{name}.npz", x=x, y=y)
     args = ("export", tmp_path / "loud.keras", "--target", "edgetpu", "--calib", f"{tmp_path / 'calib.npz'}:x",
-            "--eval", f"{tmp_path / 'eval.npz'}:x,y", "--max-accuracy-drop", "6", "--format", "tflite")  # fmt: skip
+            "--eval", f"{tmp_path / 'eval.npz'}:x,y", "--eval-samples", "600", "--max-accuracy-drop", "6",
+            "--format", "tflite")  # fmt: skip
     run = run_cli(capsys, *args, "-o", tmp_path / "plain", "--quiet")
     assert run.code == 3 and "Accuracy guard failed" in run.err  # without --train: no QAT, refused
     run = run_cli(capsys, *args, "--train", f"{tmp_path / 'train.npz'}:x,y", "--train-samples", "3000",
