@@ -85,8 +85,11 @@ def test_edgeport_reads_the_shared_layout_as_input(assets, tmp_path, capsys):
     assert run.code == 0, run.err
     written = (tmp_path / "out" / "model_int8.tflite").read_bytes()
     assert tflm_only(written) is None and _per_channel(written)[0][1] > 1
-    run = run_cli(capsys, "bench", shared, "--target", "android-arm64", "--runs", "1", "--warmup", "0")
+    out = tmp_path / "bench.json"
+    run = run_cli(capsys, "bench", shared, "--target", "android-arm64", "--runs", "3", "--warmup", "0", "--json", out)
     assert run.code == 0, run.err
+    result = json.loads(out.read_text())["results"][0]
+    assert result["interpreter"] == "litert" and result["latency"]["runs"] == 3 and result["latency"]["median_ms"] > 0
 
 
 def test_cortex_m_export_ships_shared_zero_points_checked_and_says_so(

@@ -142,7 +142,7 @@ def compare(
                 snr_db=snr_db(ref, act),
                 float_accuracy=accuracy(ref, labels) if labelled else None,
                 int8_accuracy=accuracy(act, labels) if labelled else None,
-                within_one_lsb=_within_one_lsb(
+                within_one_lsb=within_one_lsb(
                     ref, act, output_quant[position] if position < len(output_quant) else None
                 ),
             )
@@ -150,7 +150,7 @@ def compare(
     return Fidelity(inputs_from=inputs_from, outputs=outputs)
 
 
-def _within_one_lsb(reference: np.ndarray, actual: np.ndarray, quant: tuple[float, int] | None) -> float | None:
+def within_one_lsb(reference: np.ndarray, actual: np.ndarray, quant: tuple[float, int] | None) -> float | None:
     """Share of values where the int8 output is at most one step from the reference's nearest int8 value."""
     if quant is None or not quant[0]:
         return None

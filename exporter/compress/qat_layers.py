@@ -113,13 +113,11 @@ class _QuantizedWeights(keras.layers.Layer):
 
     @property
     def kernel(self) -> Any:
-        return self._kernel_variable()
-
-    def _kernel_variable(self) -> Any:
+        """The float kernel (what exporter.compress.cluster.is_clustered and the QAT holds read)."""
         return self.inner.kernel
 
     def quantized_kernel(self) -> Any:
-        kernel = self._kernel_variable()
+        kernel = self.inner.kernel
         if self.per_channel:
             return quantize_weights(kernel, self._reduce_axes(len(kernel.shape)))
         # Per tensor: a FakeQuant op, so the converter keeps one scale (without it, a model holding any

@@ -96,7 +96,7 @@ def _logit_shares(keras_model: Any, model: bytes, inputs: list) -> list[tuple[st
     """The one-step share at the input of a single output's softmax / sigmoid / tanh; None otherwise."""
     import keras
 
-    from ..analyze.fidelity import _within_one_lsb
+    from ..analyze.fidelity import within_one_lsb
     from ..analyze.litert_child import run_tflite_in_child
     from ..verify.graph import TFLiteGraph
 
@@ -115,7 +115,7 @@ def _logit_shares(keras_model: Any, model: bytes, inputs: list) -> list[tuple[st
     expected = np.asarray(logits.predict(inputs[0] if len(inputs) == 1 else inputs, verbose=0))
     actual = run_tflite_in_child(_with_outputs(model, [tap.index]), inputs)[0]
     quant = (tap.scale[0], tap.zero_point[0] if tap.zero_point else 0) if tap.scale else None
-    share = _within_one_lsb(expected.reshape(actual.shape), actual, quant)
+    share = within_one_lsb(expected.reshape(actual.shape), actual, quant)
     return None if share is None else [(f"{tap.name}:{op.name}", share)]
 
 
